@@ -1,0 +1,60 @@
+#include "isoprompt/runtime.h"
+
+#include <ATen/Parallel.h>
+#include <omp.h>
+
+#include <atomic>
+#include <csignal>
+#include <fstream>
+#include <thread>
+
+#include "isoprompt/error.h"
+
+namespace isoprompt {
+
+namespace {
+std::atomic<bool> g_interrupted{false};
+extern "C" void on_sigint(int) {
+  // A second Ctrl-C kills the process the usual way.
+  if (g_interrupted.exchange(true)) {
+    std::signal(SIGINT, SIG_DFL);
+    std::raise(SIGINT);
+  }
+}
+}  // namespace
+
+int hardware_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n ? static_cast<int>(n) : 1;
+}
+
+void set_threads(int n) {
+  if (n <= 0) n = hardware_threads();
+  omp_set_num_threads(n);
+  at::set_num_threads(n);
+}
+
+void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+bool interrupted() { return g_interrupted.load(std::memory_order_relaxed); }
+void request_interrupt() { g_interrupted = true; }
+void clear_interrupt() { g_interrupted = false; }
+void check_interrupted() {
+  if (interrupted()) throw Cancelled();
+}
+
+std::string blas_warning() {
+  std::ifstream maps("/proc/self/maps");
+  std::string line;
+  while (std::getline(maps, line)) {
+    if (line.find("libblas.so") == std::string::npos && line.find("libopenblas") == std::string::npos)
+      continue;
+    if (line.find("openblas") != std::string::npos) return "";
+    if (line.find("/blas/libblas.so") != std::string::npos)
+      return "the netlib reference BLAS is loaded (8-40x slower); run `make setup` or "
+             "`update-alternatives --set libblas.so.3-x86_64-linux-gnu "
+             "/usr/lib/x86_64-linux-gnu/openblas-openmp/libblas.so.3`";
+  }
+  return "";
+}
+
+}  // namespace isoprompt

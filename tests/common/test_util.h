@@ -1,0 +1,48 @@
+// Shared helpers for the test suite.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <string>
+#include <vector>
+
+namespace isoprompt::test {
+
+// Absolute path of a file in ../shared, or "" when ../shared is absent.
+std::string shared_path(const std::string& rel);
+
+// Result of running the isoprompt binary.
+struct CliResult {
+  int exit_code = -1;
+  std::string out;  // stdout
+  std::string err;  // stderr
+};
+// Runs the built isoprompt binary with `args` (shell-quoted here), capturing output.
+CliResult run_cli(const std::vector<std::string>& args);
+
+// A fresh empty directory under the build tree, removed when the object dies.
+class TempDir {
+ public:
+  TempDir();
+  ~TempDir();
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  const std::string& path() const { return path_; }
+  std::string file(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string read_text(const std::string& path);
+
+}  // namespace isoprompt::test
+
+// Skips the current test when a file from ../shared is missing, printing the
+// SKIPPED line the project's conventions ask for.
+#define ISO_REQUIRE_SHARED(var, rel)                                               \
+  const std::string var = ::isoprompt::test::shared_path(rel);                     \
+  if (var.empty()) {                                                               \
+    std::printf("SKIPPED: ../shared/%s is not available\n", std::string(rel).c_str()); \
+    GTEST_SKIP() << "../shared/" << rel << " is not available";                    \
+  }

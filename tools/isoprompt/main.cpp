@@ -1,0 +1,86 @@
+// isoprompt: isotropic restoration of anisotropic 3D microscopy stacks.
+#include <cstdio>
+#include <exception>
+
+#include <c10/util/Exception.h>
+
+#include "commands.h"
+#include "isoprompt/error.h"
+#include "isoprompt/log.h"
+#include "isoprompt/runtime.h"
+
+namespace isoprompt::cli {
+
+GlobalOptions& globals() {
+  static GlobalOptions g;
+  return g;
+}
+
+void apply_globals() {
+  const auto& g = globals();
+  set_log_level(g.quiet ? LogLevel::Warn : g.verbose ? LogLevel::Debug : LogLevel::Info);
+  set_threads(g.threads);
+  const std::string warn = blas_warning();
+  if (!warn.empty()) log_warn("{}", warn);
+}
+
+void parse_triple(const std::string& text, const std::string& flag, double out[3]) {
+  double v[3];
+  char extra;
+  if (std::sscanf(text.c_str(), "%lf,%lf,%lf%c", &v[0], &v[1], &v[2], &extra) != 3)
+    throw_input("{} expects three comma-separated numbers z,y,x, got '{}'", flag, text);
+  for (int i = 0; i < 3; ++i) {
+    if (!(v[i] > 0) || v[i] > 1e9) throw_input("{} values must be positive, got '{}'", flag, text);
+    out[i] = v[i];
+  }
+}
+
+}  // namespace isoprompt::cli
+
+int main(int argc, char** argv) {
+  using namespace isoprompt;
+  CLI::App app{"isoprompt: isotropic restoration of anisotropic 3D microscopy stacks"};
+  app.set_version_flag("--version", std::string("isoprompt ") + ISOPROMPT_VERSION);
+  app.require_subcommand(1);
+  auto& g = cli::globals();
+  app.add_option("--threads", g.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  app.add_flag("-q,--quiet", g.quiet, "only warnings and errors");
+  app.add_flag("-v,--verbose", g.verbose, "debug messages");
+  app.add_option("--device", g.device, "torch device: cpu, cuda, cuda:N")->capture_default_str();
+
+  cli::register_io_commands(app);
+  cli::register_ops_commands(app);
+  cli::register_model_commands(app);
+  cli::register_method_commands(app);
+  cli::register_demo_commands(app);
+
+  install_interrupt_handler();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    std::fprintf(stderr, "error: %s\nRun with --help for usage.\n", e.what());
+    return 2;
+  } catch (const Cancelled&) {
+    std::fprintf(stderr, "\ninterrupted: stopped cleanly, no partial output was written\n");
+    return 130;
+  } catch (const InputError& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 2;
+  } catch (const c10::Error& e) {
+    std::fprintf(stderr, "error: internal (torch): %s\n", e.what_without_backtrace());
+    return 1;
+  } catch (const std::bad_alloc&) {
+    std::fprintf(stderr, "error: out of memory\n");
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+  return 0;
+}
