@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "isoprompt/checkpoint.h"
+#include "isoprompt/volume.h"
 
 namespace isoprompt {
 
@@ -101,5 +102,14 @@ Backbone load_backbone(const std::string& path, torch::Device device = torch::kC
 // __metadata__ = `metadata` + format=pt + config=<json>. Atomic.
 void save_backbone(const std::string& path, const SwinIR& net,
                    std::map<std::string, std::string> metadata = {});
+
+// ---------------------------------------------------------------------------------------------
+// Plane-wise application (the `isoprompt model apply` command).
+
+// Applies the raw network (no normalisation, no resampling) to every plane of orientation
+// `plane` of `v` (XY: y×x images, XZ: z×x, YZ: z×y; see volume.h), `batch` planes per call,
+// on the net's device. Returns a float32 volume of the same shape, voxel size and unit.
+// Reports progress through Progress (label "model apply") and stops on Ctrl-C (Cancelled).
+Volume apply_planewise(SwinIR& net, const Volume& v, Plane plane, int64_t batch = 4);
 
 }  // namespace isoprompt
