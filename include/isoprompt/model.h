@@ -59,6 +59,13 @@ class SwinIRImpl : public torch::nn::Module {
   void set_stage_hook(StageHook hook);
   const StageHook& stage_hook() const { return hook_; }
 
+  // Inference (no autograd, CPU, float32) runs each Swin block through the fused CPU kernel
+  // when it is built in (fused_kernels_available()); off = the plain ATen ops everywhere.
+  // Both give the reference output to ~1e-6; training always uses the ATen ops.
+  void set_fused_kernels(bool on);
+  bool fused_kernels() const { return fused_; }
+  static bool fused_kernels_available();
+
   const SwinConfig& config() const { return cfg_; }
   int64_t num_stages() const { return static_cast<int64_t>(cfg_.depths.size()); }
 
@@ -74,6 +81,7 @@ class SwinIRImpl : public torch::nn::Module {
 
   SwinConfig cfg_;
   StageHook hook_;
+  bool fused_ = true;
   // Handles to the registered parameters (same storage as named_parameters()).
   at::Tensor conv_first_w_, conv_first_b_, pe_norm_w_, pe_norm_b_, norm_w_, norm_b_;
   at::Tensor conv_after_body_w_, conv_after_body_b_, conv_bu_w_, conv_bu_b_, conv_last_w_,
