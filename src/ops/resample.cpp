@@ -148,42 +148,46 @@ void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner) {
   if (n < 2) return;
   const double z = std::sqrt(3.0) - 2.0, lambda = (1.0 - z) * (1.0 - 1.0 / z);  // lambda = 6
   const int64_t horizon = std::min<int64_t>(n, static_cast<int64_t>(std::ceil(std::log(1e-9) / std::log(-z))));
+  // Work items: (outer index, block of up to B columns); each runs the recursions for its
+  // columns, so the z axis (outer = 1) is parallel too.
+  constexpr int64_t B = 1024;
+  const int64_t nblk = (inner + B - 1) / B;
 #pragma omp parallel for schedule(static) if (outer * n * inner > 65536)
-  for (int64_t o = 0; o < outer; ++o) {
-    float* base = data + o * n * inner;
+  for (int64_t t = 0; t < outer * nblk; ++t) {
+    const int64_t o = t / nblk, i0 = (t - o * nblk) * B, len = std::min(B, inner - i0);
+    float* base = data + o * n * inner + i0;
     auto row = [&](int64_t k) { return base + k * inner; };
-    std::vector<double> sum(inner);
-    for (int64_t i = 0; i < inner; ++i) row(0)[i] = static_cast<float>(row(0)[i] * lambda);
-    for (int64_t k = 1; k < n; ++k) {
+    double sum[B];
+    for (int64_t k = 0; k < n; ++k) {
       float* r = row(k);
-      for (int64_t i = 0; i < inner; ++i) r[i] = static_cast<float>(r[i] * lambda);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] * lambda);
     }
     // Causal initialisation (mirror boundary; Unser's InitialCausalCoefficient).
     if (horizon < n) {
       double zn = z;
-      for (int64_t i = 0; i < inner; ++i) sum[i] = row(0)[i];
+      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i];
       for (int64_t k = 1; k < horizon; ++k, zn *= z)
-        for (int64_t i = 0; i < inner; ++i) sum[i] += zn * row(k)[i];
+        for (int64_t i = 0; i < len; ++i) sum[i] += zn * row(k)[i];
     } else {
       double zn = z, iz = 1.0 / z, z2n = std::pow(z, double(n - 1));
-      for (int64_t i = 0; i < inner; ++i) sum[i] = row(0)[i] + z2n * row(n - 1)[i];
+      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i] + z2n * row(n - 1)[i];
       z2n *= z2n * iz;
       for (int64_t k = 1; k <= n - 2; ++k, zn *= z, z2n *= iz)
-        for (int64_t i = 0; i < inner; ++i) sum[i] += (zn + z2n) * row(k)[i];
-      for (int64_t i = 0; i < inner; ++i) sum[i] /= (1.0 - zn * zn);
+        for (int64_t i = 0; i < len; ++i) sum[i] += (zn + z2n) * row(k)[i];
+      for (int64_t i = 0; i < len; ++i) sum[i] /= (1.0 - zn * zn);
     }
-    for (int64_t i = 0; i < inner; ++i) row(0)[i] = static_cast<float>(sum[i]);
+    for (int64_t i = 0; i < len; ++i) row(0)[i] = static_cast<float>(sum[i]);
     for (int64_t k = 1; k < n; ++k) {
       float *r = row(k), *p = row(k - 1);
-      for (int64_t i = 0; i < inner; ++i) r[i] = static_cast<float>(r[i] + z * p[i]);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] + z * p[i]);
     }
     {
       float *r = row(n - 1), *p = row(n - 2);
-      for (int64_t i = 0; i < inner; ++i) r[i] = static_cast<float>((z / (z * z - 1.0)) * (z * p[i] + r[i]));
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>((z / (z * z - 1.0)) * (z * p[i] + r[i]));
     }
     for (int64_t k = n - 2; k >= 0; --k) {
       float *r = row(k), *q = row(k + 1);
-      for (int64_t i = 0; i < inner; ++i) r[i] = static_cast<float>(z * (q[i] - r[i]));
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(z * (q[i] - r[i]));
     }
   }
 }
