@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "isoprompt/log.h"
+#include "isoprompt/progress.h"
 #include "isoprompt/metrics.h"
 #include "isoprompt/stats.h"
 
@@ -266,9 +267,13 @@ EvalReport evaluate(const Volume& gt_in, const Volume& pred_in, const EvalOption
     r.overall.nrmse = e.ref2 > 0 ? std::sqrt(e.se / e.ref2) : kInf;
   }
   if (opt.per_orientation) {
+    Progress progress("evaluating", 3, "orientations");  // also the Ctrl-C safe points
     r.xy = orientation_metrics(a, b, Plane::XY, r.data_range, r.ms_ssim_scales, m);
+    progress.advance(1, "xy");
     r.xz = orientation_metrics(a, b, Plane::XZ, r.data_range, r.ms_ssim_scales, m);
+    progress.advance(1, "xz");
     r.yz = orientation_metrics(a, b, Plane::YZ, r.data_range, r.ms_ssim_scales, m);
+    progress.finish();
     r.overall.ssim = (r.xy.ssim + r.xz.ssim + r.yz.ssim) / 3.0;
     r.overall.ms_ssim = (r.xy.ms_ssim + r.xz.ms_ssim + r.yz.ms_ssim) / 3.0;
   } else {
