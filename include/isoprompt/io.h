@@ -71,5 +71,8 @@ uint64_t bigtiff_threshold_bytes();
 // Length unit as found in a file -> factor to micrometres, or 0 when it is not a length
 // unit this library knows ("pixel", "", "inch" is known: 25400).
 double unit_to_micron(const std::string& unit);
+// value * factor (a unit_to_micron result). Powers of ten shift the decimal exponent
+// instead of multiplying, so 33.855 nm becomes exactly the double 0.033855.
+double scale_to_micron(double value, double factor);
 
 }  // namespace isoprompt

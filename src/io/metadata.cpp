@@ -38,6 +38,22 @@ double unit_to_micron(const std::string& unit_in) {
   return 0.0;
 }
 
+double scale_to_micron(double value, double factor) {
+  if (factor == 1.0 || !std::isfinite(value)) return value;
+  const double e = std::log10(factor);
+  if (std::fabs(e - std::round(e)) > 1e-9) return value * factor;
+  // A power of ten: shift the decimal exponent of the shortest text of `value`, so that
+  // 33.855 nm becomes the double nearest to 0.033855, not 33.855 * 0.001 (1 ulp off).
+  std::string s = fmt::format("{}", value);
+  int exp10 = static_cast<int>(std::lround(e));
+  const auto epos = s.find_first_of("eE");
+  if (epos != std::string::npos) {
+    exp10 += std::atoi(s.c_str() + epos + 1);
+    s.resize(epos);
+  }
+  return std::strtod(fmt::format("{}e{}", s, exp10).c_str(), nullptr);
+}
+
 namespace io {
 
 std::string exact_number(double v) { return fmt::format("{}", v); }
@@ -291,9 +307,9 @@ std::string imagej_description(const Volume& v, double min_value, double max_val
     // float rationals); xspacing/yspacing carry the exact values for readers that know them.
     d += "unit=micron\n";
     const double f = unit_to_micron(v.unit());
-    d += fmt::format("spacing={}\n", exact_number(v.voxel_size().z * f));
-    d += fmt::format("xspacing={}\nyspacing={}\n", exact_number(v.voxel_size().x * f),
-                     exact_number(v.voxel_size().y * f));
+    d += fmt::format("spacing={}\n", exact_number(scale_to_micron(v.voxel_size().z, f)));
+    d += fmt::format("xspacing={}\nyspacing={}\n", exact_number(scale_to_micron(v.voxel_size().x, f)),
+                     exact_number(scale_to_micron(v.voxel_size().y, f)));
   }
   if (v.nz() > 1) d += "loop=false\n";
   if (v.dtype() == DType::F32 && std::isfinite(min_value) && std::isfinite(max_value))
@@ -334,11 +350,11 @@ std::string ome_description(const Volume& v, const std::string& name) {
     // Micrometres are the schema's default unit; the unit is written anyway, as UTF-8
     // "µm" like Bio-Formats does.
     const std::string um = "\xC2\xB5m";
-    px.append_attribute("PhysicalSizeX") = exact_number(v.voxel_size().x * f).c_str();
+    px.append_attribute("PhysicalSizeX") = exact_number(scale_to_micron(v.voxel_size().x, f)).c_str();
     px.append_attribute("PhysicalSizeXUnit") = um.c_str();
-    px.append_attribute("PhysicalSizeY") = exact_number(v.voxel_size().y * f).c_str();
+    px.append_attribute("PhysicalSizeY") = exact_number(scale_to_micron(v.voxel_size().y, f)).c_str();
     px.append_attribute("PhysicalSizeYUnit") = um.c_str();
-    px.append_attribute("PhysicalSizeZ") = exact_number(v.voxel_size().z * f).c_str();
+    px.append_attribute("PhysicalSizeZ") = exact_number(scale_to_micron(v.voxel_size().z, f)).c_str();
     px.append_attribute("PhysicalSizeZUnit") = um.c_str();
   }
   auto ch = px.append_child("Channel");

@@ -198,7 +198,7 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
                  i == 0 ? "PhysicalSizeZ" : i == 1 ? "PhysicalSizeY" : "PhysicalSizeX", path);
         return false;
       }
-      sz[i] = ome->phys[i] * f;
+      sz[i] = scale_to_micron(ome->phys[i], f);
       any = true;
     }
     if (!any) return false;
@@ -210,10 +210,14 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
   }
   if (!ij) return false;
   std::string u = ij->unit;
+  // Without a unit in the description, ImageJ falls back to an explicit ResolutionUnit
+  // (not libtiff's default of inch); 72 dpi is a screen default, not a calibration.
   uint16_t res_unit = RESUNIT_NONE;
-  TIFFGetFieldDefaulted(t, TIFFTAG_RESOLUTIONUNIT, &res_unit);
-  if (u.empty() && res_unit == RESUNIT_CENTIMETER) u = "cm";
-  if (u.empty() && res_unit == RESUNIT_INCH) u = "inch";
+  float xres = 0;
+  if (u.empty() && TIFFGetField(t, TIFFTAG_RESOLUTIONUNIT, &res_unit) && TIFFGetField(t, TIFFTAG_XRESOLUTION, &xres)) {
+    if (res_unit == RESUNIT_CENTIMETER) u = "cm";
+    if (res_unit == RESUNIT_INCH && xres != 72.0f) u = "inch";
+  }
   file_unit = u;
   if (u.empty() || u == "pixel" || u == "pixels") return false;
   // X/YResolution (pixels per unit) are floats inside libtiff: 1/res carries float noise,
@@ -236,7 +240,7 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
     log_warn("{} has no z spacing in its ImageJ metadata: z step taken as 1 {} (set it with --voxel-size)", path, u);
   const double f = unit_to_micron(u);
   if (f > 0) {
-    vs = VoxelSize{vs.z * f, vs.y * f, vs.x * f};
+    vs = VoxelSize{scale_to_micron(vs.z, f), scale_to_micron(vs.y, f), scale_to_micron(vs.x, f)};
     unit = "micron";
   } else {
     log_warn("unknown length unit '{}' in {}: voxel size kept in that unit", u, path);
@@ -336,6 +340,9 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   info.big_endian = TIFFIsBigEndian(t) != 0;
 
   const int64_t n_pages = TIFFNumberOfDirectories(t);
+  // An IFD chain that breaks off (pointing past the end) means the file was cut short.
+  if (tf.messages().n_errors > 0)
+    throw_input("truncated or corrupt TIFF file {}: {}", path, tf.error_text("bad page directory chain"));
   if (n_pages < 1 || !TIFFSetDirectory(t, 0))
     throw_input("corrupt TIFF file {}: {}", path, tf.error_text("no readable image directory"));
   info.pages = n_pages;

@@ -127,8 +127,8 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
       // Pixels per unit (micrometres when known), unit "none": ImageJ takes the unit
       // from the description, and tifffile/napari follow ImageJ's convention.
       const double fx = f > 0 ? f : 1.0;
-      TIFFSetField(t, TIFFTAG_XRESOLUTION, 1.0 / (v.voxel_size().x * fx));
-      TIFFSetField(t, TIFFTAG_YRESOLUTION, 1.0 / (v.voxel_size().y * fx));
+      TIFFSetField(t, TIFFTAG_XRESOLUTION, 1.0 / scale_to_micron(v.voxel_size().x, fx));
+      TIFFSetField(t, TIFFTAG_YRESOLUTION, 1.0 / scale_to_micron(v.voxel_size().y, fx));
       TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, static_cast<uint16_t>(RESUNIT_NONE));
     }
     if (z == 0) {

@@ -115,7 +115,7 @@ void run_info(const InfoArgs& a) {
 struct ConvertArgs {
   std::string in, out;
   std::string dtype, voxel_size, unit, format, compression = "none";
-  bool bigtiff = false;
+  bool bigtiff = false, allow_2d = false;
   int channel = -1, time = -1;
 };
 
@@ -138,14 +138,14 @@ void run_convert(const ConvertArgs& a) {
   ReadOptions ro;
   ro.channel = a.channel;
   ro.time = a.time;
-  ro.allow_2d = true;  // converting a 2D image is fine
+  ro.allow_2d = a.allow_2d;
   Volume v = read_volume(a.in, ro);
   if (!a.voxel_size.empty()) {
     // Values are in --unit (default micrometres); stored in micrometres when it is a known length.
     const std::string u = a.unit.empty() ? "micron" : a.unit;
     const double f = unit_to_micron(u);
     if (f > 0) {
-      v.set_voxel_size({vs[0] * f, vs[1] * f, vs[2] * f});
+      v.set_voxel_size({scale_to_micron(vs[0], f), scale_to_micron(vs[1], f), scale_to_micron(vs[2], f)});
       v.set_unit("micron");
     } else {
       v.set_voxel_size({vs[0], vs[1], vs[2]});
@@ -156,7 +156,7 @@ void run_convert(const ConvertArgs& a) {
     if (f > 0 && v.unit() == "pixel") {
       // The existing numbers were in an unnamed unit: name it.
       const VoxelSize o = v.voxel_size();
-      v.set_voxel_size({o.z * f, o.y * f, o.x * f});
+      v.set_voxel_size({scale_to_micron(o.z, f), scale_to_micron(o.y, f), scale_to_micron(o.x, f)});
       v.set_unit("micron");
     } else if (a.unit == "pixel") {
       v.set_voxel_size({1, 1, 1});
@@ -210,6 +210,7 @@ void register_io_commands(CLI::App& app) {
     c->add_option("--format", args->format, "imagej or ome (default: from the output name)");
     c->add_option("--compression", args->compression, "none, deflate or lzw")->capture_default_str();
     c->add_flag("--bigtiff", args->bigtiff, "write BigTIFF even when the data are under 4 GiB");
+    c->add_flag("--allow-2d", args->allow_2d, "accept a single-plane (2D) input");
     c->add_option("--channel", args->channel, "channel to take (0-based) when the input has several")
         ->check(CLI::NonNegativeNumber);
     c->add_option("--time", args->time, "time point to take (0-based) when the input has several")
