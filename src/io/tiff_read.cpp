@@ -135,6 +135,9 @@ struct Layout {
   int64_t nz = 1, nc = 1, nt = 1;
   std::string flavor = "plain";
   std::vector<int64_t> ifd;  // (t * nc + c) * nz + z -> page
+  // ImageJ's layout for stacks over 4 GiB: one IFD, then all images back to back.
+  bool contiguous = false;
+  int64_t images() const { return nz * nc * nt; }
   int64_t page(int64_t z, int64_t c, int64_t t) const { return ifd[static_cast<size_t>((t * nc + c) * nz + z)]; }
 };
 
@@ -280,11 +283,10 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
       throw_input("bad ImageJ metadata in {}: channels={} x slices={} x frames={} does not equal images={}", path,
                   lay.nc, lay.nz, lay.nt, images);
     if (images > n_pages) {
-      if (n_pages == 1)
-        throw_input("{} has 1 page but its ImageJ metadata says images={}: ImageJ's raw large-stack layout is not "
-                    "supported (re-save it as BigTIFF or OME-TIFF)",
-                    path, images);
-      throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
+      // One page and images=N: ImageJ wrote the stack contiguously (checked by the caller).
+      lay.contiguous = n_pages == 1;
+      if (!lay.contiguous)
+        throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
                   n_pages);
     }
     // ImageJ hyperstacks store channels fastest, then slices, then frames.
@@ -389,8 +391,33 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     throw_input("{} is a 2D image ({}x{} pixels, one plane): a 3D stack (several z planes) is needed", path, f0.width,
                 f0.height);
 
+  // ImageJ contiguous layout: image i sits at page 0's data offset + i * plane size.
+  uint64_t contiguous_offset = 0;
+  if (lay.contiguous) {
+    const uint64_t plane = static_cast<uint64_t>(f0.width) * f0.height * (f0.bps / 8);
+    const uint32_t n_strips = f0.tiled ? 0 : TIFFNumberOfStrips(t);
+    bool ok = f0.compression == COMPRESSION_NONE && !f0.tiled && n_strips > 0;
+    uint64_t next = ok ? TIFFGetStrileOffset(t, 0) : 0;
+    contiguous_offset = next;
+    for (uint32_t i = 0; ok && i < n_strips; ++i) {
+      ok = TIFFGetStrileOffset(t, i) == next;
+      next += TIFFGetStrileByteCount(t, i);
+    }
+    if (!ok)
+      throw_input("{} has 1 page but its ImageJ metadata says images={}, and its data are not one uncompressed "
+                  "block as ImageJ writes large stacks",
+                  path, lay.images());
+    const uint64_t end = contiguous_offset + plane * static_cast<uint64_t>(lay.images());
+    if (end > file_size)
+      throw_input("truncated TIFF file {}: its ImageJ metadata says images={} stored after page 0, which needs {} "
+                  "bytes but the file has only {}",
+                  path, lay.images(), end, file_size);
+    log_debug("{}: ImageJ contiguous stack of {} images at byte {}", path, lay.images(), contiguous_offset);
+  }
+  const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
+
   // Page -> z for the planes we read; -1 for the others.
-  std::vector<int64_t> page_z(static_cast<size_t>(n_pages), -1);
+  std::vector<int64_t> page_z(static_cast<size_t>(n_virtual), -1);
   for (int64_t z = 0; z < lay.nz; ++z) page_z[static_cast<size_t>(lay.page(z, c, tp))] = z;
 
   // Validate every page before allocating: same size and format, data inside the file.
@@ -405,7 +432,7 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     if (f.bps != f0.bps || f.sample_format != f0.sample_format || f.spp != f0.spp)
       throw_input("pages of different sample formats in {}: page {} is {} but page 0 is {}", path, p,
                   sample_format_name(f.bps, f.sample_format), sample_format_name(f0.bps, f0.sample_format));
-    if (page_z[static_cast<size_t>(p)] >= 0) {
+    if (page_z[static_cast<size_t>(p)] >= 0 || lay.contiguous) {
       if (!TIFFIsCODECConfigured(f.compression))
         throw_input("unsupported compression in {}: page {} uses {}", path, p, compression_name(f.compression));
       check_data_extent(t, path, p, n_pages, file_size);
@@ -419,7 +446,26 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   if (vol.size_bytes() > (size_t(256) << 20))
     progress = std::make_unique<Progress>("reading " + fs::path(path).filename().string(), lay.nz, "planes");
   int64_t done = 0;
-  for (int64_t p = 0; p < n_pages; ++p) {
+  if (lay.contiguous) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!fp) throw_input("cannot open input file {}: {}", path, std::strerror(errno));
+    for (int64_t p = 0; p < n_virtual; ++p) {
+      const int64_t z = page_z[static_cast<size_t>(p)];
+      if (z < 0) continue;
+      uint8_t* dst = base + static_cast<size_t>(z) * plane_bytes;
+      const uint64_t off = contiguous_offset + static_cast<uint64_t>(p) * plane_bytes;
+      if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 ||
+          std::fread(dst, 1, plane_bytes, fp.get()) != plane_bytes)
+        throw_input("truncated TIFF file {}: cannot read image {} at byte {}", path, p, off);
+      if (info.big_endian && dtype == DType::U16)
+        TIFFSwabArrayOfShort(reinterpret_cast<uint16_t*>(dst), static_cast<tmsize_t>(plane_bytes / 2));
+      if (info.big_endian && dtype == DType::F32)
+        TIFFSwabArrayOfFloat(reinterpret_cast<float*>(dst), static_cast<tmsize_t>(plane_bytes / 4));
+      ++done;
+      if (progress) progress->update(done);
+    }
+  }
+  for (int64_t p = 0; p < n_pages && !lay.contiguous; ++p) {
     const int64_t z = page_z[static_cast<size_t>(p)];
     if (z < 0) continue;
     if (!goto_page(t, p))

@@ -372,6 +372,66 @@ TEST(TiffRead, OmeTiffDataMapsPlanes) {
   EXPECT_EQ(m.ifd_of(1, 0, 0), 2);
 }
 
+// Writes ImageJ's layout for stacks over 4 GiB, small: a big-endian classic TIFF whose
+// only IFD describes image 0, with all n images stored back to back from byte 8.
+void write_imagej_contiguous(const std::string& path, uint32_t w, uint32_t h, uint32_t n,
+                             const std::vector<uint16_t>& values, const std::string& desc) {
+  std::string b = "MM";
+  auto u16 = [&](uint16_t v) { b += char(v >> 8), b += char(v & 0xFF); };
+  auto u32 = [&](uint32_t v) { u16(uint16_t(v >> 16)), u16(uint16_t(v & 0xFFFF)); };
+  u16(42);
+  const uint32_t data_bytes = w * h * n * 2;
+  const uint32_t desc_off = 8 + data_bytes;
+  const uint32_t ifd_off = desc_off + uint32_t(desc.size()) + 1 + ((desc.size() + 1) % 2);
+  u32(ifd_off);
+  for (uint16_t v : values) u16(v);
+  b += desc;
+  b += '\0';
+  while (b.size() < ifd_off) b += '\0';
+  u16(10);
+  auto entry = [&](uint16_t tag, uint16_t type, uint32_t count, uint32_t value) {
+    u16(tag), u16(type), u32(count);
+    if (type == TIFF_SHORT) u16(uint16_t(value)), u16(0);
+    else u32(value);
+  };
+  entry(256, TIFF_LONG, 1, w);
+  entry(257, TIFF_LONG, 1, h);
+  entry(258, TIFF_SHORT, 1, 16);
+  entry(259, TIFF_SHORT, 1, 1);
+  entry(262, TIFF_SHORT, 1, 1);
+  entry(270, TIFF_ASCII, uint32_t(desc.size() + 1), desc_off);
+  entry(273, TIFF_LONG, 1, 8);
+  entry(277, TIFF_SHORT, 1, 1);
+  entry(278, TIFF_LONG, 1, h);
+  entry(279, TIFF_LONG, 1, w * h * 2);
+  u32(0);
+  write_bytes(path, b);
+}
+
+// ImageJ's large-stack layout (one IFD, images=N contiguous), big-endian: all planes read.
+TEST(TiffRead, ImageJContiguousLargeStackLayout) {
+  TempDir dir;
+  std::vector<uint16_t> values(4 * 3 * 5);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = uint16_t(1000 + 300 * i);
+  const std::string desc = "ImageJ=1.54f\nimages=4\nslices=4\nunit=micron\nspacing=2.0\nloop=false\n";
+  write_imagej_contiguous(dir.file("big.tif"), 5, 3, 4, values, desc);
+  TiffFileInfo fi;
+  const Volume v = read_volume(dir.file("big.tif"), {}, &fi);
+  EXPECT_EQ(fi.pages, 1);
+  EXPECT_TRUE(fi.big_endian);
+  ASSERT_EQ(v.shape(), (Shape3{4, 3, 5}));
+  for (int64_t i = 0; i < v.numel(); ++i) ASSERT_EQ(v.data<uint16_t>()[i], values[size_t(i)]) << i;
+  EXPECT_EQ(v.voxel_size().z, 2.0);
+  // Cut the last image short: truncation, named with the number of bytes needed.
+  write_imagej_contiguous(dir.file("short.tif"), 5, 3, 4, values, "ImageJ=1.54f\nimages=20\nslices=20\n");
+  const std::string msg = read_error(dir.file("short.tif"));
+  EXPECT_EQ(msg.rfind("truncated TIFF file " + dir.file("short.tif") +
+                          ": its ImageJ metadata says images=20 stored after page 0, which needs 608 bytes",
+                      0),
+            0u)
+      << msg;
+}
+
 // ---- bad input: one InputError line naming the file and the value ----------------------
 
 TEST(TiffReadErrors, MissingAndNotTiff) {
