@@ -383,6 +383,10 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   std::string unit;
   info.calibrated = calibration(t, lay, ij.get(), ome.get(), path, vs, unit, info.file_unit);
 
+  if (lay.nz == 1 && lay.nt > 1 && !opts.allow_2d)
+    throw_input("{} holds {} time points of a single plane, not a z stack; if its frames are really z planes, swap "
+                "them in Fiji (Image > Hyperstacks > Re-order Hyperstacks) and save again",
+                path, lay.nt);
   const int c = select_index(opts.channel, lay.nc, "channel", "--channel", path);
   const int tp = select_index(opts.time, lay.nt, "time point", "--time", path);
   info.channel = c;
