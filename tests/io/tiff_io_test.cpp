@@ -360,6 +360,39 @@ TEST(TiffRead, OmeDimensionOrderAndChannels) {
   EXPECT_EQ(v.voxel_size(), (VoxelSize{1, 0.2, 0.2}));
 }
 
+// tifffile's shaped description: axes say which leading axis is z; without axes, more
+// than one leading axis is refused as ambiguous; a plain [z, y, x] shape needs nothing.
+TEST(TiffRead, TifffileShapedDescription) {
+  TempDir dir;
+  auto write = [&](const std::string& name, const std::string& desc) {
+    std::vector<RawPage> pages;
+    for (int page = 0; page < 6; ++page) {
+      RawPage p = make_page<uint8_t>(2, 2, [page](uint32_t, uint32_t) { return page; });
+      if (page == 0) p.description = desc;
+      pages.push_back(p);
+    }
+    write_raw_tiff(dir.file(name), pages);
+    return dir.file(name);
+  };
+  const std::string czyx = write("czyx.tif", "{\"shape\": [2, 3, 2, 2], \"axes\": \"CZYX\"}");
+  ReadOptions o;
+  o.channel = 1;
+  Volume v = read_volume(czyx, o);  // pages: c * 3 + z
+  ASSERT_EQ(v.nz(), 3);
+  EXPECT_EQ(v.at<uint8_t>(0, 0, 0), 3);
+  EXPECT_EQ(v.at<uint8_t>(2, 1, 1), 5);
+  const std::string zcyx = write("zcyx.tif", "{\"shape\": [1, 3, 2, 2, 2], \"axes\": \"TZCYX\"}");
+  v = read_volume(zcyx, o);  // pages: z * 2 + c
+  EXPECT_EQ(v.at<uint8_t>(0, 0, 0), 1);
+  EXPECT_EQ(v.at<uint8_t>(2, 0, 0), 5);
+  const std::string noaxes = write("noaxes.tif", "{\"shape\": [2, 3, 2, 2]}");
+  EXPECT_EQ(read_error(noaxes), noaxes + " was written by tifffile with shape [2,3,2,2] and no axes: more than one "
+                                         "axis besides y and x, so the z axis is ambiguous (save it as an ImageJ "
+                                         "hyperstack or OME-TIFF)");
+  const std::string plain = write("plain.tif", "{\"shape\": [6, 2, 2]}");
+  EXPECT_EQ(read_volume(plain).nz(), 6);
+}
+
 // TiffData with FirstZ/IFD maps planes to arbitrary pages.
 TEST(TiffRead, OmeTiffDataMapsPlanes) {
   const std::string xml =
@@ -668,6 +701,8 @@ TEST(IoMetadata, UnitsAndExactNumbers) {
   EXPECT_EQ(scale_to_micron(33.855, 1e-3), 0.033855);
   EXPECT_EQ(scale_to_micron(1.5e-5, 1e3), 0.015);
   EXPECT_EQ(scale_to_micron(2, 25400), 50800);
+  EXPECT_EQ(io::printable("\xB5m"), "\xC2\xB5m");         // Latin-1 micro sign -> UTF-8
+  EXPECT_EQ(io::printable("\xC2\xB5m\n\x01"), "\xC2\xB5m??");  // UTF-8 kept, controls replaced
   EXPECT_EQ(io::exact_number(0.15), "0.15");
   EXPECT_EQ(io::exact_number(0.1 + 0.2), "0.30000000000000004");
   EXPECT_EQ(io::round_significant(1.0 / double(29.53846f), 7), 0.03385417);
