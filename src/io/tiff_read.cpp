@@ -1,5 +1,6 @@
 // Reading TIFF stacks (ImageJ, OME-TIFF, plain) into a Volume.
 #include <tiffio.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -416,8 +417,11 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   // Refuse headers whose dimensions the file cannot back, before allocating anything.
   const double page_bytes = double(f0.width) * double(f0.height) * double(f0.bps / 8);
   const double all_bytes = page_bytes * double(n_pages);
-  // Deflate compresses at most ~1030:1 and LZW ~1400:1 (constant data); more is a lie.
-  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : 2000.0;
+  // Deflate compresses at most ~1030:1, LZW ~1400:1, packbits 64:1 (constant data): more
+  // is a lie. zstd, LZMA and others can go far higher, so they get a loose bound only.
+  const bool classic_codec = f0.compression == COMPRESSION_LZW || f0.compression == COMPRESSION_DEFLATE ||
+                             f0.compression == COMPRESSION_ADOBE_DEFLATE || f0.compression == COMPRESSION_PACKBITS;
+  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : classic_codec ? 2000.0 : 1e6;
   if (all_bytes > max_ratio * double(file_size) + 65536.0)
     throw_input(
         "implausible TIFF header in {}: {}x{} pixels x {} pages of {} ({}) but the file has only {} bytes{}", path,
@@ -475,6 +479,16 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     log_debug("{}: ImageJ contiguous stack of {} images at byte {}", path, lay.images(), contiguous_offset);
   }
   const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
+
+  // The stack must fit in memory (allocation would otherwise end in the OOM killer).
+  {
+    const double need = page_bytes * double(lay.nz);
+    const long n_phys = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    const double ram = n_phys > 0 && page_size > 0 ? double(n_phys) * double(page_size) : 0.0;
+    if (ram > 0 && need > ram)
+      throw_input("{} is too large for this machine: {}x{}x{} {} needs {} but there are {} of memory", path, lay.nz,
+                  f0.height, f0.width, dtype_name(dtype), human_bytes(need), human_bytes(ram));
+  }
 
   // Page -> z for the planes we read; -1 for the others.
   std::vector<int64_t> page_z(static_cast<size_t>(n_virtual), -1);

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <unistd.h>
 #include <limits>
 
 #include "io/metadata.h"
@@ -553,6 +554,33 @@ TEST(TiffReadErrors, ImplausibleHeaderDimensions) {
     EXPECT_EQ(msg.rfind("implausible TIFF header in " + path + ": 100000x100000 pixels x 2 pages of uint16 (37.3 GiB)", 0), 0u)
         << msg;
   }
+}
+
+// A plausible header (zstd can compress far beyond 2000:1) whose stack exceeds the
+// machine's memory is refused with the sizes, not left to the OOM killer.
+TEST(TiffReadErrors, StackLargerThanMemory) {
+  if (!TIFFIsCODECConfigured(COMPRESSION_ZSTD)) GTEST_SKIP() << "libtiff without zstd";
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  // Incompressible pages of ram/1e5 bytes, so the file backs up to ~2e5 * ram/1e5 bytes of
+  // claimed data under the 1e6:1 bound; then claim a little more than ram.
+  const uint32_t side = static_cast<uint32_t>(std::sqrt(ram / 1e5 / 2)) + 1;
+  uint32_t seed = 1;
+  RawPage p = make_page<uint16_t>(side, side, [&](uint32_t, uint32_t) { return (seed = seed * 1103515245u + 12345u) >> 16; });
+  p.compression = COMPRESSION_ZSTD;
+  TempDir dir;
+  const std::string path = dir.file("big.tif");
+  write_raw_tiff(path, {p, p});
+  const uint32_t claim = static_cast<uint32_t>(std::sqrt(ram / 2 / 2)) + 16;  // 2 pages of uint16 > ram
+  patch_first_ifd_long(path, TIFFTAG_IMAGEWIDTH, claim);
+  patch_first_ifd_long(path, TIFFTAG_IMAGELENGTH, claim);
+  patch_first_ifd_long(path, TIFFTAG_ROWSPERSTRIP, claim);
+  // (Page 1 keeps its true size: the memory check must come before the per-page checks.)
+  const std::string msg = read_error(path);
+  EXPECT_EQ(msg.rfind(path + " is too large for this machine: 2x" + std::to_string(claim) + "x" +
+                          std::to_string(claim) + " uint16 needs ",
+                      0),
+            0u)
+      << msg;
 }
 
 TEST(TiffReadErrors, TwoDimensionalImageNeedsAllow2d) {
