@@ -713,6 +713,27 @@ TEST(TiffHandle, CapturesErrorsAndClosesOnMove) {
   EXPECT_FALSE(w);
 }
 
+// File descriptors are released by the destructor and by move-assignment.
+TEST(TiffHandle, ReleasesFileDescriptors) {
+  TempDir dir;
+  write_raw_tiff(dir.file("a.tif"), {make_page<uint8_t>(2, 2, [](uint32_t, uint32_t) { return 1; })});
+  auto open_fds = [] {
+    int n = 0;
+    for (auto& e : fs::directory_iterator("/proc/self/fd")) n += e.exists() ? 1 : 0;
+    return n;
+  };
+  const int before = open_fds();
+  {
+    io::TiffFile a = io::TiffFile::open(dir.file("a.tif"), "r");
+    io::TiffFile b = io::TiffFile::open(dir.file("a.tif"), "r");
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(open_fds(), before + 2);
+    a = std::move(b);  // a's first handle is closed here
+    EXPECT_EQ(open_fds(), before + 1);
+  }
+  EXPECT_EQ(open_fds(), before);
+}
+
 // ---- metadata helpers --------------------------------------------------------------------
 
 TEST(IoMetadata, UnitsAndExactNumbers) {
