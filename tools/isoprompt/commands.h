@@ -21,7 +21,8 @@ void apply_globals();
 void register_io_commands(CLI::App& app);      // info, convert
 void register_ops_commands(CLI::App& app);     // simulate, baseline, eval
 void register_model_commands(CLI::App& app);   // model info|convert|apply
-void register_method_commands(CLI::App& app);  // tune, predict, restore
+void register_tune_command(CLI::App& app);     // tune
+void register_method_commands(CLI::App& app);  // predict, restore
 void register_demo_commands(CLI::App& app);    // phantom, pretrain, demo
 
 // Parses "a,b,c" into three doubles (z,y,x order) or throws InputError naming `flag`.

@@ -51,6 +51,7 @@ int main(int argc, char** argv) {
   cli::register_io_commands(app);
   cli::register_ops_commands(app);
   cli::register_model_commands(app);
+  cli::register_tune_command(app);
   cli::register_method_commands(app);
   cli::register_demo_commands(app);
 

@@ -1,0 +1,7 @@
+#include "commands.h"
+
+namespace isoprompt::cli {
+
+void register_tune_command(CLI::App& app) { (void)app; }
+
+}  // namespace isoprompt::cli
