@@ -11,24 +11,16 @@
 #include "isoprompt/ops.h"
 #include "test_util.h"
 
-#if __has_include("isoprompt/io.h")
 #include "isoprompt/io.h"
-#define ISO_HAVE_IO 1
-#else
-#define ISO_HAVE_IO 0
-#endif
 
 using namespace isoprompt;
 using isoprompt::test::run_cli;
 using isoprompt::test::TempDir;
 
-#define ISO_REQUIRE_IO() \
-  if (!ISO_HAVE_IO) GTEST_SKIP() << "this build has no TIFF layer (isoprompt/io.h) yet"
-
 namespace {
 
 // A smooth uint16 test volume with voxel size 0.1 um, isotropic.
-[[maybe_unused]] Volume smooth_volume(Shape3 s) {
+Volume smooth_volume(Shape3 s) {
   Volume v(s, DType::U16, {0.1, 0.1, 0.1});
   for (int64_t z = 0; z < s.z; ++z)
     for (int64_t y = 0; y < s.y; ++y)
@@ -40,7 +32,7 @@ namespace {
 
 // A plain multi-page uint16 TIFF with no calibration at all (no ImageJ description,
 // no resolution tags), written with libtiff directly.
-[[maybe_unused]] void write_plain_tiff(const std::string& path, const Volume& v) {
+void write_plain_tiff(const std::string& path, const Volume& v) {
   TIFF* t = TIFFOpen(path.c_str(), "w");
   ASSERT_NE(t, nullptr);
   for (int64_t z = 0; z < v.nz(); ++z) {
@@ -60,7 +52,6 @@ namespace {
 
 }  // namespace
 
-#if ISO_HAVE_IO
 // simulate -> baseline -> eval round trip: calibration updated exactly, dtype kept.
 TEST(OpsCli, SimulateBaselineEval) {
   TempDir t;
@@ -146,7 +137,6 @@ TEST(OpsCli, BaselineFactorAutoNeedsCalibration) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_EQ(read_volume(t.file("o.tif")).nz(), 13);  // round(5 * 2.5)
 }
-#endif
 
 // Usage errors exit 2 with one line naming the problem, and write nothing.
 TEST(OpsCli, UsageErrors) {
@@ -161,8 +151,6 @@ TEST(OpsCli, UsageErrors) {
   r = run_cli({"eval", "--gt", t.file("missing.tif"), "--pred", t.file("missing.tif")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("ground truth not found"), std::string::npos) << r.err;
-  ISO_REQUIRE_IO();
-#if ISO_HAVE_IO
   write_volume(t.file("v.tif"), smooth_volume({8, 12, 12}));
   r = run_cli({"baseline", t.file("v.tif"), "-o", t.file("o.tif"), "--method", "bicubic", "--factor", "2"});
   EXPECT_EQ(r.exit_code, 2);
@@ -179,10 +167,8 @@ TEST(OpsCli, UsageErrors) {
   r = run_cli({"eval", "--gt", t.file("v.tif"), "--pred", t.file("v.tif"), "--norm", "zscore"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_FALSE(file_exists(t.file("o.tif")));
-#endif
 }
 
-#if ISO_HAVE_IO
 // Done-when check on real data: simulate x4, cubic baseline, eval on fib25 (250^3 uint8).
 TEST(OpsCli, Fib25CubicBaseline) {
   ISO_REQUIRE_SHARED(gt, "data/fib25_sample1_8nm.tif");
@@ -204,4 +190,3 @@ TEST(OpsCli, Fib25CubicBaseline) {
   EXPECT_NEAR(cubic, 25.84, 0.05);
   EXPECT_GT(cubic, linear + 0.5);
 }
-#endif

@@ -10,24 +10,15 @@
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
+#include "isoprompt/io.h"
 #include "isoprompt/log.h"
 #include "isoprompt/metrics.h"
 #include "isoprompt/ops.h"
-
-// The TIFF layer lands on its own branch; until it is merged these commands report
-// that they cannot read files. (Remove the guard once io.h is in main.)
-#if __has_include("isoprompt/io.h")
-#include "isoprompt/io.h"
-#define ISO_HAVE_IO 1
-#else
-#define ISO_HAVE_IO 0
-#endif
 
 namespace isoprompt::cli {
 
 namespace {
 
-#if ISO_HAVE_IO
 Volume load(const std::string& path, bool* calibrated = nullptr) {
   TiffFileInfo fi;
   Volume v = read_volume(path, {}, &fi);
@@ -35,14 +26,6 @@ Volume load(const std::string& path, bool* calibrated = nullptr) {
   return v;
 }
 void save(const std::string& path, const Volume& v) { write_volume(path, v); }
-#else
-[[noreturn]] Volume load(const std::string& path, bool* = nullptr) {
-  throw_error("cannot read {}: this build has no TIFF support", path);
-}
-[[noreturn]] void save(const std::string& path, const Volume&) {
-  throw_error("cannot write {}: this build has no TIFF support", path);
-}
-#endif
 
 int parse_axis(const std::string& s) {
   if (s == "z") return 0;
