@@ -165,10 +165,11 @@ constexpr int64_t kMaxHeadDim = 32;
 struct Avx2Buffers {
   std::vector<int64_t> rows;
   std::vector<int32_t> rid;
-  std::vector<float> q, kt, v, p, out;
+  std::vector<float> win, q, kt, v, p, out;
   int64_t hdp, ostride;
   explicit Avx2Buffers(const Geometry& g)
-      : rows(g.N), rid(g.N), q(g.N * g.hd), kt(g.hd * g.N), v(0), p(g.N * g.N), out(0) {
+      : rows(g.N), rid(g.N), win(g.N * 3 * g.C), q(g.N * g.hd), kt(g.hd * g.N), v(0),
+        p(g.N * g.N), out(0) {
     hdp = (g.hd + 7) / 8 * 8;
     ostride = g.C + 8;  // room for the last head's full-vector stores
     v.assign(g.N * hdp, 0.f);
@@ -276,11 +277,16 @@ __attribute__((target("avx2,fma"))) void window_avx2_t(const Geometry& g, const 
   float* kt = buf.kt.data();
   float* v = buf.v.data();
   float* p = buf.p.data();
+  // Copy the window's qkv rows once (contiguous 3C-float rows: streams well from memory), then
+  // gather each head from this cache-resident copy.
+  float* win = buf.win.data();
+  for (int64_t n = 0; n < N; ++n)
+    std::memcpy(win + n * 3 * C, src + buf.rows[n] * 3 * C, sizeof(float) * 3 * C);
   // Heads in increasing order: head h's padded stores spill into head h+1's slot, which head h+1
   // then overwrites; the last head spills into the row padding (ostride = C + 8).
   for (int64_t h = 0; h < g.nh; ++h) {
     for (int64_t n = 0; n < N; ++n) {
-      const float* r = src + buf.rows[n] * 3 * C + h * hd;
+      const float* r = win + n * 3 * C + h * hd;
       for (int64_t d = 0; d < hd; ++d) {
         q[n * hd + d] = r[d] * scale;
         kt[d * N + n] = r[C + d];
