@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -23,6 +24,7 @@ namespace isoprompt::detail {
 namespace {
 
 AttentionKernel g_kernel = AttentionKernel::kAuto;
+int64_t g_tile_windows = 4;
 
 std::string shape_str(at::IntArrayRef sizes) {
   std::string s;
@@ -35,15 +37,23 @@ struct Geometry {
   int64_t B, H, W, C, nh, hd, ws, N, shift, nWh, nWw;
 };
 
+Geometry check_geometry(int64_t B, int64_t H, int64_t W, int64_t c3, int64_t num_heads,
+                        int64_t window, int64_t shift, const at::Tensor& rel_bias);
+
 Geometry check_inputs(const at::Tensor& qkv, int64_t num_heads, int64_t window, int64_t shift,
                       const at::Tensor& rel_bias) {
   if (qkv.dim() != 4)
     throw Error(fmt::format("window attention: qkv must be B x H x W x 3C, got {} dims", qkv.dim()));
+  return check_geometry(qkv.size(0), qkv.size(1), qkv.size(2), qkv.size(3), num_heads, window,
+                        shift, rel_bias);
+}
+
+Geometry check_geometry(int64_t B, int64_t H, int64_t W, int64_t c3, int64_t num_heads,
+                        int64_t window, int64_t shift, const at::Tensor& rel_bias) {
   Geometry g{};
-  g.B = qkv.size(0);
-  g.H = qkv.size(1);
-  g.W = qkv.size(2);
-  const int64_t c3 = qkv.size(3);
+  g.B = B;
+  g.H = H;
+  g.W = W;
   g.nh = num_heads;
   g.ws = window;
   g.shift = shift;
@@ -60,10 +70,10 @@ Geometry check_inputs(const at::Tensor& qkv, int64_t num_heads, int64_t window, 
   g.N = window * window;
   g.nWh = g.H / window;
   g.nWw = g.W / window;
-  if (rel_bias.dim() != 3 || rel_bias.size(0) != num_heads || rel_bias.size(1) != g.N ||
-      rel_bias.size(2) != g.N)
+  if (!rel_bias.defined() || rel_bias.dim() != 3 || rel_bias.size(0) != num_heads ||
+      rel_bias.size(1) != g.N || rel_bias.size(2) != g.N)
     throw Error(fmt::format("window attention: rel_bias must be {} x {} x {}, got {}", num_heads,
-                            g.N, g.N, shape_str(rel_bias.sizes())));
+                            g.N, g.N, rel_bias.defined() ? shape_str(rel_bias.sizes()) : "none"));
   return g;
 }
 
@@ -98,62 +108,68 @@ bool window_tokens(const Geometry& g, int64_t b, int64_t wy, int64_t wx, int64_t
 
 constexpr float kMaskValue = -100.0f;  // SwinIR uses -100, not -inf
 
-// ---------------------------------------------------------------------------------------------
-// Portable kernel: plain loops, any N and head dim.
-struct PortableBuffers {
-  std::vector<int64_t> rows;
-  std::vector<int32_t> rid;
-  std::vector<float> q, k, v, s, out;
-  explicit PortableBuffers(const Geometry& g)
-      : rows(g.N), rid(g.N), q(g.N * g.hd), k(g.N * g.hd), v(g.N * g.hd), s(g.N),
-        out(g.N * g.C) {}
+// Scratch for one window x head, allocated once per thread and reused.
+struct Scratch {
+  int64_t hdp = 0;                   // head dim padded to 8 (avx2 V rows)
+  std::vector<float> q, k, v, p;
+  explicit Scratch(const Geometry& g) : hdp((g.hd + 7) / 8 * 8) {
+    q.assign(g.N * g.hd, 0.f);
+    k.assign(g.N * g.hd, 0.f);      // portable: N x hd; avx2: transposed hd x N
+    v.assign(g.N * hdp, 0.f);       // avx2 pads each row to hdp with zeros
+    p.assign(g.N * g.N, 0.f);
+  }
 };
 
-void window_portable(const Geometry& g, const float* src, const float* bias, float scale,
-                     float* dst, int64_t widx, PortableBuffers& buf) {
-  const int64_t nW = g.nWh * g.nWw;
-  const int64_t b = widx / nW, w = widx % nW;
-  const bool masked = window_tokens(g, b, w / g.nWw, w % g.nWw, buf.rows.data(), buf.rid.data());
+// Row stride of the attention output buffers: the avx2 kernel stores whole 8-float vectors, so
+// head h's padding spills into head h+1's slot (overwritten next) and the last head's into this
+// slack. Heads are always processed in increasing order.
+inline int64_t out_stride(const Geometry& g) { return g.C + 8; }
+
+// ---------------------------------------------------------------------------------------------
+// Portable kernel: plain loops, any N and head dim.
+// win: the window's N qkv rows (row stride 3C, token order as in the window); out: N rows of C
+// (row stride ostride).
+void attend_portable(const Geometry& g, const float* win, const float* bias, float scale,
+                     bool masked, const int32_t* rid, float* out, int64_t ostride, Scratch& s) {
   const int64_t N = g.N, hd = g.hd, C = g.C;
   for (int64_t h = 0; h < g.nh; ++h) {
     for (int64_t n = 0; n < N; ++n) {
-      const float* r = src + buf.rows[n] * 3 * C + h * hd;
+      const float* r = win + n * 3 * C + h * hd;
       for (int64_t d = 0; d < hd; ++d) {
-        buf.q[n * hd + d] = r[d] * scale;
-        buf.k[n * hd + d] = r[C + d];
-        buf.v[n * hd + d] = r[2 * C + d];
+        s.q[n * hd + d] = r[d] * scale;
+        s.k[n * hd + d] = r[C + d];
+        s.v[n * hd + d] = r[2 * C + d];
       }
     }
     const float* bh = bias + h * N * N;
+    float* sr = s.p.data();
     for (int64_t i = 0; i < N; ++i) {
-      const float* qi = &buf.q[i * hd];
+      const float* qi = &s.q[i * hd];
       float mx = -INFINITY;
       for (int64_t j = 0; j < N; ++j) {
-        const float* kj = &buf.k[j * hd];
+        const float* kj = &s.k[j * hd];
         float dot = 0.f;
         for (int64_t d = 0; d < hd; ++d) dot += qi[d] * kj[d];
-        float s = dot + bh[i * N + j];
-        if (masked && buf.rid[i] != buf.rid[j]) s += kMaskValue;
-        buf.s[j] = s;
-        mx = std::max(mx, s);
+        float v = dot + bh[i * N + j];
+        if (masked && rid[i] != rid[j]) v += kMaskValue;
+        sr[j] = v;
+        mx = std::max(mx, v);
       }
       float sum = 0.f;
       for (int64_t j = 0; j < N; ++j) {
-        buf.s[j] = std::exp(buf.s[j] - mx);
-        sum += buf.s[j];
+        sr[j] = std::exp(sr[j] - mx);
+        sum += sr[j];
       }
       const float inv = 1.f / sum;
-      float* o = &buf.out[i * C + h * hd];
+      float* o = out + i * ostride + h * hd;
       for (int64_t d = 0; d < hd; ++d) o[d] = 0.f;
       for (int64_t j = 0; j < N; ++j) {
-        const float p = buf.s[j] * inv;
-        const float* vj = &buf.v[j * hd];
-        for (int64_t d = 0; d < hd; ++d) o[d] += p * vj[d];
+        const float pj = sr[j] * inv;
+        const float* vj = &s.v[j * hd];
+        for (int64_t d = 0; d < hd; ++d) o[d] += pj * vj[d];
       }
     }
   }
-  for (int64_t n = 0; n < N; ++n)
-    std::memcpy(dst + buf.rows[n] * C, &buf.out[n * C], sizeof(float) * C);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -161,21 +177,6 @@ void window_portable(const Geometry& g, const float* src, const float* bias, flo
 // flags; only called after a runtime CPU check.
 #if ISO_HAVE_AVX2_KERNEL
 constexpr int64_t kMaxHeadDim = 32;
-
-struct Avx2Buffers {
-  std::vector<int64_t> rows;
-  std::vector<int32_t> rid;
-  std::vector<float> win, q, kt, v, p, out;
-  int64_t hdp, ostride;
-  explicit Avx2Buffers(const Geometry& g)
-      : rows(g.N), rid(g.N), win(g.N * 3 * g.C), q(g.N * g.hd), kt(g.hd * g.N), v(0),
-        p(g.N * g.N), out(0) {
-    hdp = (g.hd + 7) / 8 * 8;
-    ostride = g.C + 8;  // room for the last head's full-vector stores
-    v.assign(g.N * hdp, 0.f);
-    out.assign(g.N * ostride, 0.f);
-  }
-};
 
 #pragma GCC push_options
 #pragma GCC target("avx2,fma")
@@ -266,25 +267,16 @@ __attribute__((target("avx2,fma"))) inline void pv_rows4(const float* p, const f
 }
 
 template <int NV>
-__attribute__((target("avx2,fma"))) void window_avx2_t(const Geometry& g, const float* src,
-                                                       const float* bias, float scale, float* dst,
-                                                       int64_t widx, Avx2Buffers& buf) {
-  const int64_t nW = g.nWh * g.nWw;
-  const int64_t b = widx / nW, w = widx % nW;
-  const bool masked = window_tokens(g, b, w / g.nWw, w % g.nWw, buf.rows.data(), buf.rid.data());
-  const int64_t N = g.N, hd = g.hd, C = g.C, hdp = buf.hdp;
-  float* q = buf.q.data();
-  float* kt = buf.kt.data();
-  float* v = buf.v.data();
-  float* p = buf.p.data();
-  // Copy the window's qkv rows once (contiguous 3C-float rows: streams well from memory), then
-  // gather each head from this cache-resident copy.
-  float* win = buf.win.data();
-  for (int64_t n = 0; n < N; ++n)
-    std::memcpy(win + n * 3 * C, src + buf.rows[n] * 3 * C, sizeof(float) * 3 * C);
-  // Heads in increasing order: head h's padded stores spill into head h+1's slot, which head h+1
-  // then overwrites; the last head spills into the row padding (ostride = C + 8).
-  for (int64_t h = 0; h < g.nh; ++h) {
+__attribute__((target("avx2,fma"))) void attend_avx2_t(const Geometry& g, const float* win,
+                                                       const float* bias, float scale,
+                                                       bool masked, const int32_t* rid,
+                                                       float* out, int64_t ostride, Scratch& s) {
+  const int64_t N = g.N, hd = g.hd, C = g.C, hdp = s.hdp;
+  float* q = s.q.data();
+  float* kt = s.k.data();
+  float* v = s.v.data();
+  float* p = s.p.data();
+  for (int64_t h = 0; h < g.nh; ++h) {  // increasing order: see out_stride()
     for (int64_t n = 0; n < N; ++n) {
       const float* r = win + n * 3 * C + h * hd;
       for (int64_t d = 0; d < hd; ++d) {
@@ -296,12 +288,12 @@ __attribute__((target("avx2,fma"))) void window_avx2_t(const Geometry& g, const 
     const float* bh = bias + h * N * N;
     for (int64_t i = 0; i < N; ++i) {
       float* srow = p + i * N;
-      const __m256i rid_i = _mm256_set1_epi32(buf.rid[i]);
+      const __m256i rid_i = _mm256_set1_epi32(rid[i]);
       int64_t j0 = 0;
       for (; j0 + 64 <= N; j0 += 64)
-        score_block<8>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, buf.rid.data(), srow);
+        score_block<8>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
       for (; j0 < N; j0 += 8)
-        score_block<1>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, buf.rid.data(), srow);
+        score_block<1>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
       // softmax as ATen does it: max, exp(x - max), sum, multiply by 1/sum
       __m256 mx = _mm256_loadu_ps(srow);
       for (int64_t j = 8; j < N; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(srow + j));
@@ -317,10 +309,8 @@ __attribute__((target("avx2,fma"))) void window_avx2_t(const Geometry& g, const 
         _mm256_storeu_ps(srow + j, _mm256_mul_ps(_mm256_loadu_ps(srow + j), inv));
     }
     for (int64_t i = 0; i < N; i += 4)
-      pv_rows4<NV>(p + i * N, v, N, hdp, buf.out.data() + i * buf.ostride + h * hd, buf.ostride);
+      pv_rows4<NV>(p + i * N, v, N, hdp, out + i * ostride + h * hd, ostride);
   }
-  for (int64_t n = 0; n < N; ++n)
-    std::memcpy(dst + buf.rows[n] * C, buf.out.data() + n * buf.ostride, sizeof(float) * C);
 }
 
 #pragma GCC pop_options
@@ -341,6 +331,31 @@ bool use_avx2(const Geometry& g) {
 #endif
 }
 
+// One window, all heads: win (N x 3C, row stride 3C) -> out (N x C, row stride out_stride(g)).
+void attend(const Geometry& g, bool avx2, const float* win, const float* bias, float scale,
+            bool masked, const int32_t* rid, float* out, Scratch& s) {
+  const int64_t os = out_stride(g);
+#if ISO_HAVE_AVX2_KERNEL
+  if (avx2) {
+    switch (s.hdp / 8) {
+      case 1: return attend_avx2_t<1>(g, win, bias, scale, masked, rid, out, os, s);
+      case 2: return attend_avx2_t<2>(g, win, bias, scale, masked, rid, out, os, s);
+      case 3: return attend_avx2_t<3>(g, win, bias, scale, masked, rid, out, os, s);
+      default: return attend_avx2_t<4>(g, win, bias, scale, masked, rid, out, os, s);
+    }
+  }
+#endif
+  (void)avx2;
+  attend_portable(g, win, bias, scale, masked, rid, out, os, s);
+}
+
+bool pick_kernel(const Geometry& g) {
+  const bool avx2 = use_avx2(g);
+  if (g_kernel == AttentionKernel::kAvx2 && !avx2)
+    throw Error("window attention: the avx2 kernel was forced but is unavailable for this shape");
+  return avx2;
+}
+
 at::Tensor fast_cpu(const Geometry& g, const at::Tensor& qkv_in, const at::Tensor& bias_in,
                     double scale) {
   const at::Tensor qkv = qkv_in.contiguous();
@@ -350,33 +365,200 @@ at::Tensor fast_cpu(const Geometry& g, const at::Tensor& qkv_in, const at::Tenso
   const float* bp = bias.data_ptr<float>();
   float* dst = out.data_ptr<float>();
   const float sc = static_cast<float>(scale);
-  const int64_t total = g.B * g.nWh * g.nWw;
-  const bool avx2 = use_avx2(g);
-  if (g_kernel == AttentionKernel::kAvx2 && !avx2)
-    throw Error("window attention: the avx2 kernel was forced but is unavailable for this shape");
-  at::parallel_for(0, total, 1, [&](int64_t begin, int64_t end) {
-#if ISO_HAVE_AVX2_KERNEL
-    if (avx2) {
-      Avx2Buffers buf(g);
-      const int64_t nv = buf.hdp / 8;
-      for (int64_t w = begin; w < end; ++w) {
-        switch (nv) {
-          case 1: window_avx2_t<1>(g, src, bp, sc, dst, w, buf); break;
-          case 2: window_avx2_t<2>(g, src, bp, sc, dst, w, buf); break;
-          case 3: window_avx2_t<3>(g, src, bp, sc, dst, w, buf); break;
-          default: window_avx2_t<4>(g, src, bp, sc, dst, w, buf); break;
-        }
-      }
-      return;
+  const int64_t nW = g.nWh * g.nWw, C = g.C, N = g.N, os = out_stride(g);
+  const bool avx2 = pick_kernel(g);
+  at::parallel_for(0, g.B * nW, 1, [&](int64_t begin, int64_t end) {
+    Scratch s(g);
+    std::vector<int64_t> rows(N);
+    std::vector<int32_t> rid(N);
+    std::vector<float> win(N * 3 * C), obuf(N * os, 0.f);
+    for (int64_t w = begin; w < end; ++w) {
+      const int64_t b = w / nW, wi = w % nW;
+      const bool masked = window_tokens(g, b, wi / g.nWw, wi % g.nWw, rows.data(), rid.data());
+      // Copy the window's rows once (whole 3C-float rows stream well), attend, scatter back.
+      for (int64_t n = 0; n < N; ++n)
+        std::memcpy(&win[n * 3 * C], src + rows[n] * 3 * C, sizeof(float) * 3 * C);
+      attend(g, avx2, win.data(), bp, sc, masked, rid.data(), obuf.data(), s);
+      for (int64_t n = 0; n < N; ++n)
+        std::memcpy(dst + rows[n] * C, &obuf[n * os], sizeof(float) * C);
     }
-#endif
-    PortableBuffers buf(g);
-    for (int64_t w = begin; w < end; ++w) window_portable(g, src, bp, sc, dst, w, buf);
   });
   return out;
 }
 
+// LayerNorm of one row; y may alias x.
+inline void layer_norm_row(const float* x, float* y, int64_t C, const float* w, const float* b,
+                           float eps) {
+  float mean = 0.f;
+  for (int64_t c = 0; c < C; ++c) mean += x[c];
+  mean /= static_cast<float>(C);
+  float var = 0.f;
+  for (int64_t c = 0; c < C; ++c) {
+    const float d = x[c] - mean;
+    var += d * d;
+  }
+  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused Swin block.
+
+void check_param(const at::Tensor& t, std::initializer_list<int64_t> shape, const char* name,
+                 bool optional) {
+  if (!t.defined()) {
+    if (optional) return;
+    throw Error(fmt::format("swin block: {} is missing", name));
+  }
+  if (t.sizes() != at::IntArrayRef(shape))
+    throw Error(fmt::format("swin block: {} must be {}, got {}", name, shape_str(shape),
+                            shape_str(t.sizes())));
+}
+
+// Contiguous float32 copy (or the tensor itself); undefined stays undefined.
+at::Tensor cf(const at::Tensor& t) {
+  return t.defined() ? t.to(at::kFloat).contiguous() : t;
+}
+
+// y = (bias ? bias + a @ w^T : a @ w^T) into out, all 2D.
+void linear_into(at::Tensor& out, const at::Tensor& a, const at::Tensor& w, const at::Tensor& b) {
+  if (b.defined())
+    at::addmm_out(out, b, a, w.t());
+  else
+    at::mm_out(out, a, w.t());
+}
+
+at::Tensor block_composed(const at::Tensor& x, int64_t H, int64_t W, const SwinBlockWeights& p,
+                          int64_t B, int64_t C);
+
+at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockWeights& p_in,
+                     int64_t hidden) {
+  const at::Tensor x = x_in.contiguous();
+  at::Tensor out = at::empty_like(x);
+  const at::Tensor n1w = cf(p_in.norm1_weight), n1b = cf(p_in.norm1_bias);
+  const at::Tensor n2w = cf(p_in.norm2_weight), n2b = cf(p_in.norm2_bias);
+  const at::Tensor wqkv = cf(p_in.qkv_weight), bqkv = cf(p_in.qkv_bias);
+  const at::Tensor wproj = cf(p_in.proj_weight), bproj = cf(p_in.proj_bias);
+  const at::Tensor w1 = cf(p_in.fc1_weight), b1 = cf(p_in.fc1_bias);
+  const at::Tensor w2 = cf(p_in.fc2_weight), b2 = cf(p_in.fc2_bias);
+  const at::Tensor rb = cf(p_in.rel_bias);
+  const float* xs = x.data_ptr<float>();
+  float* dst = out.data_ptr<float>();
+  const float* rbp = rb.data_ptr<float>();
+  const float* bproj_p = bproj.defined() ? bproj.data_ptr<float>() : nullptr;
+  const float* b2_p = b2.defined() ? b2.data_ptr<float>() : nullptr;
+  const float eps = static_cast<float>(p_in.eps), sc = static_cast<float>(p_in.scale);
+  const int64_t C = g.C, N = g.N, os = out_stride(g);
+  const int64_t G = std::max<int64_t>(1, std::min(g_tile_windows, g.nWw));
+  const int64_t tiles_per_row = (g.nWw + G - 1) / G;
+  const int64_t ntiles = g.B * g.nWh * tiles_per_row;
+  const bool avx2 = pick_kernel(g);
+  const auto opt = x.options();
+
+  at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
+    const int64_t Tmax = G * N;
+    Scratch s(g);
+    std::vector<int64_t> rows(Tmax);
+    std::vector<int32_t> rid(Tmax);
+    std::vector<char> masked(G);
+    std::vector<float> X(Tmax * C), Hn(Tmax * C), QKV(Tmax * 3 * C), A(Tmax * os, 0.f),
+        HID(Tmax * hidden);
+    const at::Tensor tX = at::from_blob(X.data(), {Tmax, C}, opt);
+    const at::Tensor tHn = at::from_blob(Hn.data(), {Tmax, C}, opt);
+    const at::Tensor tQKV = at::from_blob(QKV.data(), {Tmax, 3 * C}, opt);
+    const at::Tensor tA = at::from_blob(A.data(), {Tmax, C}, {os, 1}, opt);
+    const at::Tensor tHID = at::from_blob(HID.data(), {Tmax, hidden}, opt);
+    for (int64_t tile = begin; tile < end; ++tile) {
+      const int64_t b = tile / (g.nWh * tiles_per_row);
+      const int64_t wy = (tile / tiles_per_row) % g.nWh;
+      const int64_t wx0 = (tile % tiles_per_row) * G;
+      const int64_t gt = std::min(G, g.nWw - wx0);
+      const int64_t T = gt * N;
+      for (int64_t t = 0; t < gt; ++t)
+        masked[t] = window_tokens(g, b, wy, wx0 + t, &rows[t * N], &rid[t * N]);
+      // gather + norm1
+      for (int64_t n = 0; n < T; ++n) {
+        std::memcpy(&X[n * C], xs + rows[n] * C, sizeof(float) * C);
+        layer_norm_row(&X[n * C], &Hn[n * C], C, n1w.data_ptr<float>(), n1b.data_ptr<float>(),
+                       eps);
+      }
+      at::Tensor qkv_t = tQKV.narrow(0, 0, T), hn_t = tHn.narrow(0, 0, T);
+      at::Tensor x_t = tX.narrow(0, 0, T), a_t = tA.narrow(0, 0, T), hid_t = tHID.narrow(0, 0, T);
+      linear_into(qkv_t, hn_t, wqkv, bqkv);
+      for (int64_t t = 0; t < gt; ++t)
+        attend(g, avx2, &QKV[t * N * 3 * C], rbp, sc, masked[t] != 0, &rid[t * N], &A[t * N * os],
+               s);
+      x_t.addmm_(a_t, wproj.t());  // x += attn @ proj^T (+ proj bias below)
+      for (int64_t n = 0; n < T; ++n) {
+        float* xr = &X[n * C];
+        if (bproj_p)
+          for (int64_t c = 0; c < C; ++c) xr[c] += bproj_p[c];
+        layer_norm_row(xr, &Hn[n * C], C, n2w.data_ptr<float>(), n2b.data_ptr<float>(), eps);
+      }
+      linear_into(hid_t, hn_t, w1, b1);
+      at::gelu_(hid_t);
+      x_t.addmm_(hid_t, w2.t());  // x += fc2(h) (+ fc2 bias below)
+      for (int64_t n = 0; n < T; ++n) {
+        float* o = dst + rows[n] * C;
+        const float* xr = &X[n * C];
+        if (b2_p)
+          for (int64_t c = 0; c < C; ++c) o[c] = xr[c] + b2_p[c];
+        else
+          std::memcpy(o, xr, sizeof(float) * C);
+      }
+    }
+  });
+  return out;
+}
+
+at::Tensor block_composed(const at::Tensor& x, int64_t H, int64_t W, const SwinBlockWeights& p,
+                          int64_t B, int64_t C) {
+  const at::Tensor h = at::layer_norm(x, {C}, p.norm1_weight, p.norm1_bias, p.eps);
+  const at::Tensor qkv = at::linear(h.reshape({B, H, W, C}), p.qkv_weight, p.qkv_bias);
+  const at::Tensor a =
+      fast_window_attention(qkv, p.num_heads, p.window, p.shift, p.rel_bias, p.scale);
+  const at::Tensor y = x + at::linear(a, p.proj_weight, p.proj_bias).reshape(x.sizes());
+  const at::Tensor m = at::layer_norm(y, {C}, p.norm2_weight, p.norm2_bias, p.eps);
+  return y + at::linear(at::gelu(at::linear(m, p.fc1_weight, p.fc1_bias)), p.fc2_weight,
+                        p.fc2_bias);
+}
+
 }  // namespace
+
+void set_block_tile_windows(int64_t n) { g_tile_windows = std::max<int64_t>(1, n); }
+
+at::Tensor fast_swin_block(const at::Tensor& x, int64_t H, int64_t W, const SwinBlockWeights& p) {
+  if (x.dim() != 3 || x.size(1) != H * W)
+    throw Error(fmt::format("swin block: x must be B x {} x C for a {}x{} map, got {}", H * W, H,
+                            W, shape_str(x.sizes())));
+  const int64_t B = x.size(0), C = x.size(2);
+  const int64_t hidden = p.fc1_weight.defined() ? p.fc1_weight.size(0) : 0;
+  check_param(p.norm1_weight, {C}, "norm1 weight", false);
+  check_param(p.norm1_bias, {C}, "norm1 bias", false);
+  check_param(p.qkv_weight, {3 * C, C}, "qkv weight", false);
+  check_param(p.qkv_bias, {3 * C}, "qkv bias", true);
+  check_param(p.proj_weight, {C, C}, "proj weight", false);
+  check_param(p.proj_bias, {C}, "proj bias", true);
+  check_param(p.norm2_weight, {C}, "norm2 weight", false);
+  check_param(p.norm2_bias, {C}, "norm2 bias", false);
+  check_param(p.fc1_weight, {hidden, C}, "fc1 weight", false);
+  check_param(p.fc1_bias, {hidden}, "fc1 bias", true);
+  check_param(p.fc2_weight, {C, hidden}, "fc2 weight", false);
+  check_param(p.fc2_bias, {C}, "fc2 bias", true);
+  // Validates heads, window, shift and rel_bias against the qkv layout this block produces.
+  const Geometry g =
+      check_geometry(B, H, W, 3 * C, p.num_heads, p.window, p.shift, p.rel_bias);
+  bool need_grad = false;
+  if (c10::GradMode::is_enabled())
+    for (const at::Tensor* t :
+         {&x, &p.norm1_weight, &p.norm1_bias, &p.qkv_weight, &p.qkv_bias, &p.rel_bias,
+          &p.proj_weight, &p.proj_bias, &p.norm2_weight, &p.norm2_bias, &p.fc1_weight,
+          &p.fc1_bias, &p.fc2_weight, &p.fc2_bias})
+      need_grad = need_grad || (t->defined() && t->requires_grad());
+  if (need_grad || !x.device().is_cpu() || x.scalar_type() != at::kFloat)
+    return block_composed(x, H, W, p, B, C);
+  return block_cpu(g, x, p, hidden);
+}
 
 void set_attention_kernel(AttentionKernel k) { g_kernel = k; }
 
@@ -459,20 +641,7 @@ at::Tensor fast_layer_norm(const at::Tensor& x, const at::Tensor& weight, const 
   float* os = out.data_ptr<float>();
   const float e = static_cast<float>(eps);
   at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) {
-      const float* xr = xs + r * C;
-      float* orow = os + r * C;
-      float mean = 0.f;
-      for (int64_t c = 0; c < C; ++c) mean += xr[c];
-      mean /= static_cast<float>(C);
-      float var = 0.f;
-      for (int64_t c = 0; c < C; ++c) {
-        const float d = xr[c] - mean;
-        var += d * d;
-      }
-      const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + e);
-      for (int64_t c = 0; c < C; ++c) orow[c] = (xr[c] - mean) * rstd * ws[c] + bs[c];
-    }
+    for (int64_t r = begin; r < end; ++r) layer_norm_row(xs + r * C, os + r * C, C, ws, bs, e);
   });
   return out;
 }

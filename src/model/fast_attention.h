@@ -52,6 +52,35 @@ void set_attention_kernel(AttentionKernel k);
 // True when the AVX2+FMA kernel is compiled in and the CPU supports it.
 bool attention_avx2_available();
 
+// One SwinIR SwinTransformerBlock's weights (SwinIR state_dict names in the comments).
+// All float32 on x's device; biases may be undefined tensors (no bias).
+struct SwinBlockWeights {
+  at::Tensor norm1_weight, norm1_bias;  // norm1.{weight,bias}: C
+  at::Tensor qkv_weight, qkv_bias;      // attn.qkv: 3C x C, 3C
+  at::Tensor rel_bias;                  // nh x N x N, as for fast_window_attention
+  at::Tensor proj_weight, proj_bias;    // attn.proj: C x C, C
+  at::Tensor norm2_weight, norm2_bias;  // norm2: C
+  at::Tensor fc1_weight, fc1_bias;      // mlp.fc1: hidden x C, hidden
+  at::Tensor fc2_weight, fc2_bias;      // mlp.fc2: C x hidden, C
+  int64_t num_heads = 0;
+  int64_t window = 0;
+  int64_t shift = 0;   // the block's shift_size (0 on even blocks, window/2 on odd ones)
+  double scale = 0.0;  // head_dim^-0.5
+  double eps = 1e-5;   // LayerNorm eps (nn.LayerNorm default)
+};
+
+// A whole SwinTransformerBlock forward (eval; drop_path and dropouts are identity):
+//   x = x + proj(attn(shift(norm1(x)))) ; x = x + fc2(GELU(fc1(norm2(x))))
+// x: B x (H*W) x C tokens in row-major image order (SwinIR's block input), H and W multiples of
+// window. Returns a new tensor of x's shape. On CPU without autograd it runs fused: the map is cut
+// into tiles of a few windows (in the shifted frame), and each tile goes through LN, qkv, fused
+// attention, proj + residual, LN, fc1, GELU, fc2 + residual while it sits in cache, one tile per
+// thread (BLAS then runs single-threaded per tile). Otherwise it composes ATen ops.
+at::Tensor fast_swin_block(const at::Tensor& x, int64_t H, int64_t W, const SwinBlockWeights& w);
+
+// Windows per fused-block tile (default 4 = 256 tokens). For benchmarks; not thread-safe.
+void set_block_tile_windows(int64_t n);
+
 // LayerNorm over the last dim of a contiguous float32 CPU tensor (rows x C), one pass per row
 // with float accumulation; same contract as at::layer_norm(x, {C}, weight, bias, eps).
 // Falls back to at::layer_norm when a gradient is needed or the tensor is not on the CPU.

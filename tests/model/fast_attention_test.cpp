@@ -3,8 +3,11 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
+#include <cmath>
+#include <cstdio>
 #include <string>
 #include <vector>
 
@@ -20,6 +23,14 @@ using iso::AttentionKernel;
 struct KernelGuard {
   explicit KernelGuard(AttentionKernel k) { iso::set_attention_kernel(k); }
   ~KernelGuard() { iso::set_attention_kernel(AttentionKernel::kAuto); }
+};
+
+// Runs a test body with 2 intra-op threads (LibTorch defaults to 1 here), so that windows and
+// tiles really split across threads; restores the previous count.
+struct ThreadsGuard {
+  int before = at::get_num_threads();
+  explicit ThreadsGuard(int n) { at::set_num_threads(n); }
+  ~ThreadsGuard() { at::set_num_threads(before); }
 };
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
@@ -166,6 +177,7 @@ TEST(FastAttention, MaskMatchesSwinIRSlices) {
 }
 
 TEST(FastAttention, MatchesReferenceUniFMIRShapes) {
+  ThreadsGuard threads(2);
   for (AttentionKernel k : kernels_to_test()) {
     check_config({1, 32, 32, 90, 6, 8, 0}, k);
     check_config({1, 32, 32, 90, 6, 8, 4}, k);
@@ -321,4 +333,131 @@ TEST(FastLayerNorm, MatchesAtenLayerNorm) {
   EXPECT_NEAR(y[0][0].item<float>(), -r, 1e-6);
   EXPECT_NEAR(y[0][1].item<float>(), 0.f, 1e-6);
   EXPECT_NEAR(y[0][2].item<float>(), r, 1e-6);
+}
+
+// ------------------------------------------------------------------------------------------------
+// Whole SwinTransformerBlock: fused tiles vs SwinIR's forward transcribed in ATen ops.
+namespace {
+
+iso::SwinBlockWeights random_block(int64_t C, int64_t nh, int64_t ws, int64_t shift, int64_t hidden,
+                                   bool biases) {
+  iso::SwinBlockWeights p;
+  auto r = [](std::vector<int64_t> s, double a) { return at::randn(s) * a; };
+  p.norm1_weight = 1 + r({C}, 0.2);
+  p.norm1_bias = r({C}, 0.2);
+  p.norm2_weight = 1 + r({C}, 0.2);
+  p.norm2_bias = r({C}, 0.2);
+  p.qkv_weight = r({3 * C, C}, 0.15);
+  p.proj_weight = r({C, C}, 0.15);
+  p.fc1_weight = r({hidden, C}, 0.15);
+  p.fc2_weight = r({C, hidden}, 0.15);
+  if (biases) {
+    p.qkv_bias = r({3 * C}, 0.1);
+    p.proj_bias = r({C}, 0.1);
+    p.fc1_bias = r({hidden}, 0.1);
+    p.fc2_bias = r({C}, 0.1);
+  }
+  p.rel_bias = make_bias(nh, ws, 0.5f);
+  p.num_heads = nh;
+  p.window = ws;
+  p.shift = shift;
+  p.scale = 1.0 / std::sqrt(double(C / nh));
+  return p;
+}
+
+// SwinTransformerBlock.forward (network_swinir.py), x: B x L x C.
+at::Tensor swinir_block(const at::Tensor& x, int64_t H, int64_t W, const iso::SwinBlockWeights& p) {
+  const int64_t B = x.size(0), C = x.size(2), ws = p.window, s = p.shift;
+  const at::Tensor shortcut = x;
+  at::Tensor h = at::layer_norm(x, {C}, p.norm1_weight, p.norm1_bias, 1e-5).view({B, H, W, C});
+  if (s) h = at::roll(h, {-s, -s}, {1, 2});
+  at::Tensor xw = window_partition(h, ws).view({-1, ws * ws, C});
+  c10::optional<at::Tensor> mask;
+  if (s) mask = calculate_mask(H, W, ws, s);
+  at::Tensor a = window_attention(at::linear(xw, p.qkv_weight, p.qkv_bias), p.num_heads, p.rel_bias,
+                                  p.scale, mask);
+  a = at::linear(a, p.proj_weight, p.proj_bias);
+  h = window_reverse(a.view({-1, ws, ws, C}), ws, H, W);
+  if (s) h = at::roll(h, {s, s}, {1, 2});
+  at::Tensor y = shortcut + h.view({B, H * W, C});
+  at::Tensor m = at::layer_norm(y, {C}, p.norm2_weight, p.norm2_bias, 1e-5);
+  return y + at::linear(at::gelu(at::linear(m, p.fc1_weight, p.fc1_bias)), p.fc2_weight, p.fc2_bias);
+}
+
+struct TileGuard {
+  explicit TileGuard(int64_t n) { iso::set_block_tile_windows(n); }
+  ~TileGuard() { iso::set_block_tile_windows(4); }
+};
+
+}  // namespace
+
+TEST(FastSwinBlock, MatchesSwinIRBlock) {
+  struct Case {
+    int64_t B, H, W, C, nh, shift, tile;
+    bool biases;
+  };
+  const std::vector<Case> cases = {
+      {1, 32, 32, 90, 6, 0, 4, true},  {1, 32, 32, 90, 6, 4, 4, true},
+      {2, 24, 40, 90, 6, 4, 4, true},  // 5 windows per row: last tile has 1 window
+      {2, 16, 72, 90, 6, 4, 2, true},  {1, 40, 16, 90, 6, 4, 1, true},
+      {1, 16, 24, 12, 2, 4, 100, true},  // tile wider than the map
+      {1, 16, 24, 12, 2, 0, 3, false},   // no biases anywhere
+  };
+  ThreadsGuard threads(2);
+  for (AttentionKernel k : kernels_to_test()) {
+    for (const Case& c : cases) {
+      at::manual_seed(11 + c.C + c.H);
+      at::NoGradGuard no_grad;
+      const auto p = random_block(c.C, c.nh, 8, c.shift, 2 * c.C, c.biases);
+      const at::Tensor x = at::randn({c.B, c.H * c.W, c.C});
+      const at::Tensor ref = swinir_block(x, c.H, c.W, p);
+      KernelGuard kg(k);
+      TileGuard tg(c.tile);
+      const at::Tensor got = iso::fast_swin_block(x, c.H, c.W, p);
+      ASSERT_EQ(got.sizes(), x.sizes());
+      EXPECT_LE(max_abs_diff(got, ref), 1e-5)
+          << "B" << c.B << " " << c.H << "x" << c.W << " C" << c.C << " shift " << c.shift
+          << " tile " << c.tile << " kernel " << static_cast<int>(k);
+    }
+  }
+}
+
+TEST(FastSwinBlock, AutogradFallsBackToComposedOps) {
+  at::manual_seed(8);
+  const auto p = random_block(12, 2, 8, 4, 24, true);
+  const at::Tensor x = at::randn({1, 16 * 16, 12}).requires_grad_(true);
+  const at::Tensor out = iso::fast_swin_block(x, 16, 16, p);
+  ASSERT_TRUE(out.requires_grad());
+  out.pow(2).sum().backward();
+  const at::Tensor x2 = x.detach().clone().requires_grad_(true);
+  const at::Tensor ref = swinir_block(x2, 16, 16, p);
+  ref.pow(2).sum().backward();
+  EXPECT_LE(max_abs_diff(out.detach(), ref.detach()), 1e-5);
+  EXPECT_LE(max_abs_diff(x.grad(), x2.grad()), 1e-4);
+}
+
+TEST(FastSwinBlock, RejectsBadWeightsWithClearMessages) {
+  at::NoGradGuard no_grad;
+  auto msg = [](const at::Tensor& x, int64_t H, int64_t W, const iso::SwinBlockWeights& p) {
+    try {
+      iso::fast_swin_block(x, H, W, p);
+    } catch (const isoprompt::Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const at::Tensor x = at::zeros({1, 256, 12});
+  auto p = random_block(12, 2, 8, 4, 24, true);
+  EXPECT_EQ(msg(at::zeros({1, 250, 12}), 16, 16, p),
+            "swin block: x must be B x 256 x C for a 16x16 map, got 1 x 250 x 12");
+  p.fc2_weight = at::zeros({12, 23});
+  EXPECT_EQ(msg(x, 16, 16, p), "swin block: fc2 weight must be 12 x 24, got 12 x 23");
+  p = random_block(12, 2, 8, 4, 24, true);
+  p.norm2_bias = at::Tensor();
+  EXPECT_EQ(msg(x, 16, 16, p), "swin block: norm2 bias is missing");
+  p = random_block(12, 2, 8, 4, 24, true);
+  p.rel_bias = at::Tensor();
+  EXPECT_EQ(msg(x, 16, 16, p), "window attention: rel_bias must be 2 x 64 x 64, got none");
+  EXPECT_EQ(msg(at::zeros({1, 240, 12}), 12, 20, random_block(12, 2, 8, 4, 24, true)),
+            "window attention: map 12x20 is not a multiple of window 8");
 }
