@@ -61,6 +61,15 @@ struct Block {
   }
 };
 
+iso::SwinBlockWeights weights(const Block& p) {
+  iso::SwinBlockWeights w;
+  w.norm1_weight = p.n1w, w.norm1_bias = p.n1b, w.norm2_weight = p.n2w, w.norm2_bias = p.n2b;
+  w.qkv_weight = p.wqkv, w.qkv_bias = p.bqkv, w.proj_weight = p.wproj, w.proj_bias = p.bproj;
+  w.fc1_weight = p.w1, w.fc1_bias = p.b1, w.fc2_weight = p.w2, w.fc2_bias = p.b2;
+  w.rel_bias = p.bias, w.num_heads = p.nh, w.window = p.ws, w.shift = p.shift, w.scale = p.scale;
+  return w;
+}
+
 // SwinIR's SwinTransformerBlock.forward, x: B x L x C.
 at::Tensor block_reference(const Block& p, const at::Tensor& x, int64_t H, int64_t W) {
   const int64_t B = x.size(0), C = p.C, N = p.ws * p.ws, hd = C / p.nh;
@@ -162,7 +171,8 @@ void BM_Attention(benchmark::State& st) {
   set_rate(st, attention_gflop(kHW * kHW, kC));
 }
 
-// --- whole Swin block, x: 1 x 65536 x 90. variant 0 = SwinIR reference, 1 = fast, 2 = fast + fused LN.
+// --- whole Swin block, x: 1 x 65536 x 90. variant 0 = SwinIR reference, 1 = full-map ATen ops +
+// fused attention, 2 = same + fast_layer_norm, 3 = fast_swin_block (tiled, all fused).
 void BM_SwinBlock(benchmark::State& st) {
   const int variant = static_cast<int>(st.range(0));
   const int64_t shift = st.range(1);
@@ -170,12 +180,28 @@ void BM_SwinBlock(benchmark::State& st) {
   at::NoGradGuard ng;
   const Block p(kC, kHeads, kWs, shift, kHW, kHW);
   const at::Tensor x = at::randn({1, kHW * kHW, kC});
+  const iso::SwinBlockWeights w = weights(p);
   auto run = [&] {
+    if (variant == 3) return iso::fast_swin_block(x, kHW, kHW, w);
     return variant == 0 ? block_reference(p, x, kHW, kHW) : block_fast(p, x, kHW, kHW, variant == 2);
   };
   at::Tensor out = run();
   if (variant != 0) st.counters["maxdiff_vs_ref"] = (out - block_reference(p, x, kHW, kHW)).abs().max().item<double>();
   for (auto _ : st) benchmark::DoNotOptimize(out = run());
+  set_rate(st, block_gflop(kHW * kHW, kC));
+}
+
+// --- fast_swin_block's tile width (windows per tile), shift 4.
+void BM_FusedBlockTile(benchmark::State& st) {
+  at::manual_seed(1);
+  at::NoGradGuard ng;
+  const Block p(kC, kHeads, kWs, 4, kHW, kHW);
+  const at::Tensor x = at::randn({1, kHW * kHW, kC});
+  const iso::SwinBlockWeights w = weights(p);
+  iso::set_block_tile_windows(st.range(0));
+  at::Tensor out = iso::fast_swin_block(x, kHW, kHW, w);
+  for (auto _ : st) benchmark::DoNotOptimize(out = iso::fast_swin_block(x, kHW, kHW, w));
+  iso::set_block_tile_windows(4);
   set_rate(st, block_gflop(kHW * kHW, kC));
 }
 
@@ -240,7 +266,9 @@ void configure(benchmark::internal::Benchmark* b) {
 
 BENCHMARK(BM_Attention)->ArgNames({"fast", "shift"})->Args({0, 4})->Args({1, 4})->Apply(configure);
 BENCHMARK(BM_SwinBlock)->ArgNames({"variant", "shift"})
-    ->Args({0, 0})->Args({1, 0})->Args({0, 4})->Args({1, 4})->Args({2, 4})->Apply(configure);
+    ->Args({0, 0})->Args({1, 0})->Args({3, 0})->Args({0, 4})->Args({1, 4})->Args({2, 4})->Args({3, 4})
+    ->Apply(configure);
+BENCHMARK(BM_FusedBlockTile)->ArgNames({"tile"})->Arg(1)->Arg(2)->Arg(4)->Arg(8)->Arg(32)->Apply(configure);
 BENCHMARK(BM_FastBlockParts)->ArgNames({"fused_ln"})->Args({0})->Args({1})->Apply(configure);
 BENCHMARK(BM_Conv90)->Apply(configure);
 BENCHMARK(BM_Linear)->ArgNames({"K", "N", "tile"})->Args({kC, 3 * kC, 0})->Args({kC, 3 * kC, 2048})
@@ -255,7 +283,8 @@ int main(int argc, char** argv) {
   isoprompt::set_threads(env ? std::atoi(env) : 2);
   const std::string warn = isoprompt::blas_warning();
   if (!warn.empty()) std::fprintf(stderr, "%s\n", warn.c_str());
-  std::printf("threads: %d; variant 0 = SwinIR reference, 1 = fast, 2 = fast + fast_layer_norm\n",
+  std::printf("threads: %d; block variant 0 = SwinIR reference, 1 = full-map ops + fused attention, "
+              "2 = 1 + fast_layer_norm, 3 = fast_swin_block\n",
               at::get_num_threads());
   std::vector<char*> args(argv, argv + argc);
   std::string interleave = "--benchmark_enable_random_interleaving=true";

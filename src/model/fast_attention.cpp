@@ -313,6 +313,62 @@ __attribute__((target("avx2,fma"))) void attend_avx2_t(const Geometry& g, const 
   }
 }
 
+// LayerNorm of one row (y may alias x): mean, then centred variance, both from the cached row.
+__attribute__((target("avx2,fma"))) void layer_norm_row_avx2(const float* x, float* y, int64_t C,
+                                                             const float* w, const float* b,
+                                                             float eps) {
+  const int64_t Cv = C / 8 * 8;
+  __m256 acc = _mm256_setzero_ps();
+  for (int64_t c = 0; c < Cv; c += 8) acc = _mm256_add_ps(acc, _mm256_loadu_ps(x + c));
+  float sum = hsum(acc);
+  for (int64_t c = Cv; c < C; ++c) sum += x[c];
+  const float mean = sum / static_cast<float>(C);
+  const __m256 mv = _mm256_set1_ps(mean);
+  acc = _mm256_setzero_ps();
+  for (int64_t c = 0; c < Cv; c += 8) {
+    const __m256 d = _mm256_sub_ps(_mm256_loadu_ps(x + c), mv);
+    acc = _mm256_fmadd_ps(d, d, acc);
+  }
+  float var = hsum(acc);
+  for (int64_t c = Cv; c < C; ++c) var += (x[c] - mean) * (x[c] - mean);
+  const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
+  const __m256 rv = _mm256_set1_ps(rstd);
+  for (int64_t c = 0; c < Cv; c += 8) {
+    const __m256 n = _mm256_mul_ps(_mm256_sub_ps(_mm256_loadu_ps(x + c), mv), rv);
+    _mm256_storeu_ps(y + c, _mm256_fmadd_ps(n, _mm256_loadu_ps(w + c), _mm256_loadu_ps(b + c)));
+  }
+  for (int64_t c = Cv; c < C; ++c) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
+}
+
+// Exact (erf) GELU in place: 0.5 x (1 + erf(x / sqrt 2)), with erf from Abramowitz & Stegun 7.1.26
+// (|error| < 1.5e-7), the formula ATen's own vectorised erf uses.
+__attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
+  const __m256 half = _mm256_set1_ps(0.5f), one = _mm256_set1_ps(1.f);
+  const __m256 rs2 = _mm256_set1_ps(0.70710678118654752f);
+  const __m256 sign = _mm256_set1_ps(-0.f);
+  const __m256 p = _mm256_set1_ps(0.3275911f);
+  const __m256 a1 = _mm256_set1_ps(0.254829592f), a2 = _mm256_set1_ps(-0.284496736f);
+  const __m256 a3 = _mm256_set1_ps(1.421413741f), a4 = _mm256_set1_ps(-1.453152027f);
+  const __m256 a5 = _mm256_set1_ps(1.061405429f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(x + i);
+    const __m256 z = _mm256_mul_ps(v, rs2);
+    const __m256 s = _mm256_and_ps(z, sign);
+    const __m256 az = _mm256_andnot_ps(sign, z);
+    const __m256 t = _mm256_div_ps(one, _mm256_fmadd_ps(p, az, one));
+    __m256 r = _mm256_fmadd_ps(a5, t, a4);
+    r = _mm256_fmadd_ps(r, t, a3);
+    r = _mm256_fmadd_ps(r, t, a2);
+    r = _mm256_fmadd_ps(r, t, a1);
+    r = _mm256_mul_ps(r, t);
+    const __m256 e = exp_avx2(_mm256_mul_ps(_mm256_xor_ps(az, sign), az));  // exp(-z^2)
+    const __m256 erf = _mm256_xor_ps(_mm256_fnmadd_ps(r, e, one), s);   // sign(z)(1 - r e)
+    _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_mul_ps(half, v), _mm256_add_ps(one, erf)));
+  }
+  for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * 0.70710678118654752f));
+}
+
 #pragma GCC pop_options
 
 bool cpu_has_avx2() {
@@ -329,6 +385,27 @@ bool use_avx2(const Geometry& g) {
   (void)g;
   return false;
 #endif
+}
+
+bool avx2_elementwise() {
+#if ISO_HAVE_AVX2_KERNEL
+  return g_kernel != AttentionKernel::kPortable && cpu_has_avx2();
+#else
+  return false;
+#endif
+}
+
+void layer_norm_row_portable(const float* x, float* y, int64_t C, const float* w, const float* b,
+                             float eps);
+
+// LayerNorm of one row, y may alias x.
+inline void layer_norm_row(const float* x, float* y, int64_t C, const float* w, const float* b,
+                           float eps, bool avx2) {
+#if ISO_HAVE_AVX2_KERNEL
+  if (avx2) return layer_norm_row_avx2(x, y, C, w, b, eps);
+#endif
+  (void)avx2;
+  layer_norm_row_portable(x, y, C, w, b, eps);
 }
 
 // One window, all heads: win (N x 3C, row stride 3C) -> out (N x C, row stride out_stride(g)).
@@ -386,9 +463,8 @@ at::Tensor fast_cpu(const Geometry& g, const at::Tensor& qkv_in, const at::Tenso
   return out;
 }
 
-// LayerNorm of one row; y may alias x.
-inline void layer_norm_row(const float* x, float* y, int64_t C, const float* w, const float* b,
-                           float eps) {
+void layer_norm_row_portable(const float* x, float* y, int64_t C, const float* w, const float* b,
+                             float eps) {
   float mean = 0.f;
   for (int64_t c = 0; c < C; ++c) mean += x[c];
   mean /= static_cast<float>(C);
@@ -452,7 +528,9 @@ at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockW
   const int64_t G = std::max<int64_t>(1, std::min(g_tile_windows, g.nWw));
   const int64_t tiles_per_row = (g.nWw + G - 1) / G;
   const int64_t ntiles = g.B * g.nWh * tiles_per_row;
-  const bool avx2 = pick_kernel(g);
+  const bool avx2 = pick_kernel(g), vec = avx2_elementwise();
+  const float *n1w_p = n1w.data_ptr<float>(), *n1b_p = n1b.data_ptr<float>();
+  const float *n2w_p = n2w.data_ptr<float>(), *n2b_p = n2b.data_ptr<float>();
   const auto opt = x.options();
 
   at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
@@ -479,8 +557,7 @@ at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockW
       // gather + norm1
       for (int64_t n = 0; n < T; ++n) {
         std::memcpy(&X[n * C], xs + rows[n] * C, sizeof(float) * C);
-        layer_norm_row(&X[n * C], &Hn[n * C], C, n1w.data_ptr<float>(), n1b.data_ptr<float>(),
-                       eps);
+        layer_norm_row(&X[n * C], &Hn[n * C], C, n1w_p, n1b_p, eps, vec);
       }
       at::Tensor qkv_t = tQKV.narrow(0, 0, T), hn_t = tHn.narrow(0, 0, T);
       at::Tensor x_t = tX.narrow(0, 0, T), a_t = tA.narrow(0, 0, T), hid_t = tHID.narrow(0, 0, T);
@@ -493,10 +570,15 @@ at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockW
         float* xr = &X[n * C];
         if (bproj_p)
           for (int64_t c = 0; c < C; ++c) xr[c] += bproj_p[c];
-        layer_norm_row(xr, &Hn[n * C], C, n2w.data_ptr<float>(), n2b.data_ptr<float>(), eps);
+        layer_norm_row(xr, &Hn[n * C], C, n2w_p, n2b_p, eps, vec);
       }
       linear_into(hid_t, hn_t, w1, b1);
-      at::gelu_(hid_t);
+#if ISO_HAVE_AVX2_KERNEL
+      if (vec)
+        gelu_avx2(HID.data(), T * hidden);
+      else
+#endif
+        at::gelu_(hid_t);
       x_t.addmm_(hid_t, w2.t());  // x += fc2(h) (+ fc2 bias below)
       for (int64_t n = 0; n < T; ++n) {
         float* o = dst + rows[n] * C;
@@ -640,8 +722,9 @@ at::Tensor fast_layer_norm(const at::Tensor& x, const at::Tensor& weight, const 
   const float* bs = bc.data_ptr<float>();
   float* os = out.data_ptr<float>();
   const float e = static_cast<float>(eps);
+  const bool vec = avx2_elementwise();
   at::parallel_for(0, rows, 256, [&](int64_t begin, int64_t end) {
-    for (int64_t r = begin; r < end; ++r) layer_norm_row(xs + r * C, os + r * C, C, ws, bs, e);
+    for (int64_t r = begin; r < end; ++r) layer_norm_row(xs + r * C, os + r * C, C, ws, bs, e, vec);
   });
   return out;
 }

@@ -25,8 +25,8 @@ struct KernelGuard {
   ~KernelGuard() { iso::set_attention_kernel(AttentionKernel::kAuto); }
 };
 
-// Runs a test body with 2 intra-op threads (LibTorch defaults to 1 here), so that windows and
-// tiles really split across threads; restores the previous count.
+// The fused kernels run with 2 intra-op threads (LibTorch defaults to 1 here), so that windows
+// and tiles really split across threads; restores the previous count.
 struct ThreadsGuard {
   int before = at::get_num_threads();
   explicit ThreadsGuard(int n) { at::set_num_threads(n); }
@@ -140,7 +140,11 @@ void check_config(const Config& c, AttentionKernel k) {
   const double scale = 1.0 / std::sqrt(static_cast<double>(c.C / c.nh));
   const at::Tensor ref = reference(qkv, c.nh, c.ws, c.shift, bias, scale);
   KernelGuard guard(k);
-  const at::Tensor fast = iso::fast_window_attention(qkv, c.nh, c.ws, c.shift, bias, scale);
+  at::Tensor fast;
+  {
+    ThreadsGuard threads(2);  // the reference runs single-threaded: faster on a loaded machine
+    fast = iso::fast_window_attention(qkv, c.nh, c.ws, c.shift, bias, scale);
+  }
   ASSERT_EQ(fast.sizes(), (std::vector<int64_t>{c.B, c.H, c.W, c.C})) << name(c);
   EXPECT_TRUE(fast.is_contiguous());
   EXPECT_LE(max_abs_diff(fast, ref), 1e-5) << name(c) << " kernel " << static_cast<int>(k);
@@ -177,7 +181,6 @@ TEST(FastAttention, MaskMatchesSwinIRSlices) {
 }
 
 TEST(FastAttention, MatchesReferenceUniFMIRShapes) {
-  ThreadsGuard threads(2);
   for (AttentionKernel k : kernels_to_test()) {
     check_config({1, 32, 32, 90, 6, 8, 0}, k);
     check_config({1, 32, 32, 90, 6, 8, 4}, k);
@@ -318,13 +321,16 @@ TEST(FastAttention, RejectsBadShapesWithClearMessages) {
 TEST(FastLayerNorm, MatchesAtenLayerNorm) {
   at::manual_seed(5);
   at::NoGradGuard no_grad;
-  for (int64_t C : {90, 12, 180, 7}) {
-    const at::Tensor x = at::randn({3, 17, C}) * 3 + 1.5;
-    const at::Tensor w = at::randn({C}), b = at::randn({C});
-    const at::Tensor ref = at::layer_norm(x, {C}, w, b, 1e-5);
-    const at::Tensor got = iso::fast_layer_norm(x, w, b, 1e-5);
-    ASSERT_EQ(got.sizes(), x.sizes());
-    EXPECT_LE(max_abs_diff(got, ref), 1e-5) << "C " << C;
+  for (AttentionKernel k : {AttentionKernel::kPortable, AttentionKernel::kAuto}) {
+    KernelGuard guard(k);  // kAuto: the AVX2 row loop where the CPU has it
+    for (int64_t C : {90, 12, 180, 7}) {
+      const at::Tensor x = at::randn({3, 17, C}) * 3 + 1.5;
+      const at::Tensor w = at::randn({C}), b = at::randn({C});
+      const at::Tensor ref = at::layer_norm(x, {C}, w, b, 1e-5);
+      const at::Tensor got = iso::fast_layer_norm(x, w, b, 1e-5);
+      ASSERT_EQ(got.sizes(), x.sizes());
+      EXPECT_LE(max_abs_diff(got, ref), 1e-5) << "C " << C << " kernel " << static_cast<int>(k);
+    }
   }
   // Hand-computed: row (1, 2, 3) has mean 2, variance 2/3.
   const at::Tensor x = at::tensor({1.f, 2.f, 3.f}).view({1, 3});
@@ -403,7 +409,6 @@ TEST(FastSwinBlock, MatchesSwinIRBlock) {
       {1, 16, 24, 12, 2, 4, 100, true},  // tile wider than the map
       {1, 16, 24, 12, 2, 0, 3, false},   // no biases anywhere
   };
-  ThreadsGuard threads(2);
   for (AttentionKernel k : kernels_to_test()) {
     for (const Case& c : cases) {
       at::manual_seed(11 + c.C + c.H);
@@ -413,6 +418,7 @@ TEST(FastSwinBlock, MatchesSwinIRBlock) {
       const at::Tensor ref = swinir_block(x, c.H, c.W, p);
       KernelGuard kg(k);
       TileGuard tg(c.tile);
+      ThreadsGuard threads(2);
       const at::Tensor got = iso::fast_swin_block(x, c.H, c.W, p);
       ASSERT_EQ(got.sizes(), x.sizes());
       EXPECT_LE(max_abs_diff(got, ref), 1e-5)
