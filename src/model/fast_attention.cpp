@@ -111,9 +111,10 @@ constexpr float kMaskValue = -100.0f;  // SwinIR uses -100, not -inf
 // Scratch for one window x head, allocated once per thread and reused.
 struct Scratch {
   int64_t hdp = 0;                   // head dim padded to 8 (avx2 V rows)
-  std::vector<float> q, k, v, p;
+  std::vector<float> q, k, v, p, inv;
   explicit Scratch(const Geometry& g) : hdp((g.hd + 7) / 8 * 8) {
-    q.assign(g.N * g.hd, 0.f);
+    q.assign(g.N * hdp, 0.f);       // portable: row stride hd; avx2: row stride hdp
+    inv.assign(g.N, 0.f);           // avx2: 1 / softmax denominator per query row
     k.assign(g.N * g.hd, 0.f);      // portable: N x hd; avx2: transposed hd x N
     v.assign(g.N * hdp, 0.f);       // avx2 pads each row to hdp with zeros
     p.assign(g.N * g.N, 0.f);
@@ -124,6 +125,9 @@ struct Scratch {
 // head h's padding spills into head h+1's slot (overwritten next) and the last head's into this
 // slack. Heads are always processed in increasing order.
 inline int64_t out_stride(const Geometry& g) { return g.C + 8; }
+// The avx2 kernel also reads whole vectors from the window's qkv rows: the last head's v row
+// reads up to 7 floats past the end of the window, so qkv buffers carry this many spare floats.
+constexpr int64_t kQkvSlack = 8;
 
 // ---------------------------------------------------------------------------------------------
 // Portable kernel: plain loops, any N and head dim.
@@ -247,10 +251,12 @@ __attribute__((target("avx2,fma"))) inline void score_block(const float* qi, con
 }
 
 // out rows [i0, i0+4) of one head: sum_j p[i][j] * v[j][0..8*NV).
+// The softmax normalisation is applied here, to the 4 x hd outputs, instead of to the 4 x N
+// probabilities: inv[r] = 1 / sum_j exp(s_rj - max_r).
 template <int NV>
 __attribute__((target("avx2,fma"))) inline void pv_rows4(const float* p, const float* v,
-                                                         int64_t N, int64_t hdp, float* out,
-                                                         int64_t ostride) {
+                                                         const float* inv, int64_t N, int64_t hdp,
+                                                         float* out, int64_t ostride) {
   __m256 acc[4][NV];
   for (int r = 0; r < 4; ++r)
     for (int c = 0; c < NV; ++c) acc[r][c] = _mm256_setzero_ps();
@@ -262,8 +268,11 @@ __attribute__((target("avx2,fma"))) inline void pv_rows4(const float* p, const f
       for (int c = 0; c < NV; ++c) acc[r][c] = _mm256_fmadd_ps(pr, vj[c], acc[r][c]);
     }
   }
-  for (int r = 0; r < 4; ++r)
-    for (int c = 0; c < NV; ++c) _mm256_storeu_ps(out + r * ostride + 8 * c, acc[r][c]);
+  for (int r = 0; r < 4; ++r) {
+    const __m256 ir = _mm256_broadcast_ss(inv + r);
+    for (int c = 0; c < NV; ++c)
+      _mm256_storeu_ps(out + r * ostride + 8 * c, _mm256_mul_ps(acc[r][c], ir));
+  }
 }
 
 template <int NV>
@@ -277,13 +286,16 @@ __attribute__((target("avx2,fma"))) void attend_avx2_t(const Geometry& g, const 
   float* v = s.v.data();
   float* p = s.p.data();
   for (int64_t h = 0; h < g.nh; ++h) {  // increasing order: see out_stride()
+    // q (scaled) and v rows as whole vectors; lanes >= hd hold neighbouring values that only
+    // reach the spill lanes of the output (see out_stride). k is transposed for the score loop.
+    const __m256 scv = _mm256_set1_ps(scale);
     for (int64_t n = 0; n < N; ++n) {
       const float* r = win + n * 3 * C + h * hd;
-      for (int64_t d = 0; d < hd; ++d) {
-        q[n * hd + d] = r[d] * scale;
-        kt[d * N + n] = r[C + d];
-        v[n * hdp + d] = r[2 * C + d];
+      for (int c = 0; c < NV; ++c) {
+        _mm256_storeu_ps(q + n * hdp + 8 * c, _mm256_mul_ps(_mm256_loadu_ps(r + 8 * c), scv));
+        _mm256_storeu_ps(v + n * hdp + 8 * c, _mm256_loadu_ps(r + 2 * C + 8 * c));
       }
+      for (int64_t d = 0; d < hd; ++d) kt[d * N + n] = r[C + d];
     }
     const float* bh = bias + h * N * N;
     for (int64_t i = 0; i < N; ++i) {
@@ -291,10 +303,10 @@ __attribute__((target("avx2,fma"))) void attend_avx2_t(const Geometry& g, const 
       const __m256i rid_i = _mm256_set1_epi32(rid[i]);
       int64_t j0 = 0;
       for (; j0 + 64 <= N; j0 += 64)
-        score_block<8>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
+        score_block<8>(q + i * hdp, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
       for (; j0 < N; j0 += 8)
-        score_block<1>(q + i * hd, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
-      // softmax as ATen does it: max, exp(x - max), sum, multiply by 1/sum
+        score_block<1>(q + i * hdp, kt, N, hd, j0, bh + i * N, masked, rid_i, rid, srow);
+      // softmax: max, exp(x - max), sum; the 1/sum is applied to the outputs in pv_rows4
       __m256 mx = _mm256_loadu_ps(srow);
       for (int64_t j = 8; j < N; j += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(srow + j));
       const __m256 m = _mm256_set1_ps(hmax(mx));
@@ -304,12 +316,10 @@ __attribute__((target("avx2,fma"))) void attend_avx2_t(const Geometry& g, const 
         sum = _mm256_add_ps(sum, e);
         _mm256_storeu_ps(srow + j, e);
       }
-      const __m256 inv = _mm256_set1_ps(1.f / hsum(sum));
-      for (int64_t j = 0; j < N; j += 8)
-        _mm256_storeu_ps(srow + j, _mm256_mul_ps(_mm256_loadu_ps(srow + j), inv));
+      s.inv[i] = 1.f / hsum(sum);
     }
     for (int64_t i = 0; i < N; i += 4)
-      pv_rows4<NV>(p + i * N, v, N, hdp, out + i * ostride + h * hd, ostride);
+      pv_rows4<NV>(p + i * N, v, s.inv.data() + i, N, hdp, out + i * ostride + h * hd, ostride);
   }
 }
 
@@ -448,7 +458,7 @@ at::Tensor fast_cpu(const Geometry& g, const at::Tensor& qkv_in, const at::Tenso
     Scratch s(g);
     std::vector<int64_t> rows(N);
     std::vector<int32_t> rid(N);
-    std::vector<float> win(N * 3 * C), obuf(N * os, 0.f);
+    std::vector<float> win(N * 3 * C + kQkvSlack, 0.f), obuf(N * os, 0.f);
     for (int64_t w = begin; w < end; ++w) {
       const int64_t b = w / nW, wi = w % nW;
       const bool masked = window_tokens(g, b, wi / g.nWw, wi % g.nWw, rows.data(), rid.data());
@@ -539,8 +549,8 @@ at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockW
     std::vector<int64_t> rows(Tmax);
     std::vector<int32_t> rid(Tmax);
     std::vector<char> masked(G);
-    std::vector<float> X(Tmax * C), Hn(Tmax * C), QKV(Tmax * 3 * C), A(Tmax * os, 0.f),
-        HID(Tmax * hidden);
+    std::vector<float> X(Tmax * C), Hn(Tmax * C), QKV(Tmax * 3 * C + kQkvSlack, 0.f),
+        A(Tmax * os, 0.f), HID(Tmax * hidden);
     const at::Tensor tX = at::from_blob(X.data(), {Tmax, C}, opt);
     const at::Tensor tHn = at::from_blob(Hn.data(), {Tmax, C}, opt);
     const at::Tensor tQKV = at::from_blob(QKV.data(), {Tmax, 3 * C}, opt);
