@@ -260,6 +260,43 @@ void BM_Conv90(benchmark::State& st) {
   set_rate(st, double(kHW * kHW) * kC * kC * 9 * 2 * 1e-9);
 }
 
+// --- the whole UniFMIR isotropic network (swinir upscale 1, in_chans 1, C 90, 3 x 6 blocks) on one
+// 256x256 slice, random weights: variant 0 = SwinIR-order reference blocks, 1 = fast_swin_block.
+// Same convs, norms and residuals in both; no padding/crop needed at 256. 221.8 GFLOP per slice.
+void BM_UniFMIRSlice(benchmark::State& st) {
+  const bool fast = st.range(0);
+  at::manual_seed(2);
+  at::NoGradGuard ng;
+  const int64_t H = kHW, W = kHW, C = kC;
+  std::vector<Block> blocks;
+  for (int i = 0; i < 18; ++i) blocks.emplace_back(C, kHeads, kWs, (i % 2) ? kWs / 2 : 0, H, W);
+  std::vector<iso::SwinBlockWeights> bw;
+  for (const Block& b : blocks) bw.push_back(weights(b));
+  auto conv_w = [](int64_t o, int64_t i) { return at::randn({o, i, 3, 3}) * (1.0 / std::sqrt(9.0 * i)); };
+  const at::Tensor w_first = conv_w(C, 1), w_body = conv_w(C, C), w_up = conv_w(32, C), w_last = conv_w(1, 32);
+  std::vector<at::Tensor> w_stage = {conv_w(C, C), conv_w(C, C), conv_w(C, C)};
+  const at::Tensor z = at::zeros({C}), ones = at::ones({C});
+  const at::Tensor img = at::rand({1, 1, H, W});
+  auto tokens = [&](const at::Tensor& f) { return f.flatten(2).transpose(1, 2).contiguous(); };
+  auto image = [&](const at::Tensor& t) { return t.transpose(1, 2).reshape({1, C, H, W}); };
+  auto run = [&] {
+    const at::Tensor f0 = at::conv2d(img, w_first, z, 1, 1);
+    at::Tensor t = at::layer_norm(tokens(f0), {C}, ones, z);
+    for (int s = 0; s < 3; ++s) {
+      at::Tensor y = t;
+      for (int b = 0; b < 6; ++b)
+        y = fast ? iso::fast_swin_block(y, H, W, bw[s * 6 + b]) : block_reference(blocks[s * 6 + b], y, H, W);
+      t = tokens(at::conv2d(image(y), w_stage[s], z, 1, 1)) + t;
+    }
+    t = at::layer_norm(t, {C}, ones, z);
+    const at::Tensor f = at::conv2d(image(t), w_body, z, 1, 1) + f0;
+    return at::conv2d(at::leaky_relu(at::conv2d(f, w_up, at::zeros({32}), 1, 1), 0.01), w_last, at::zeros({1}), 1, 1);
+  };
+  at::Tensor out = run();
+  for (auto _ : st) benchmark::DoNotOptimize(out = run());
+  set_rate(st, 221.8);
+}
+
 void configure(benchmark::internal::Benchmark* b) {
   b->Unit(benchmark::kMillisecond)->Iterations(1)->Repetitions(kReps)->ReportAggregatesOnly(true)->UseRealTime();
 }
@@ -274,6 +311,8 @@ BENCHMARK(BM_Conv90)->Apply(configure);
 BENCHMARK(BM_Linear)->ArgNames({"K", "N", "tile"})->Args({kC, 3 * kC, 0})->Args({kC, 3 * kC, 2048})
     ->Args({kC, 2 * kC, 0})->Args({2 * kC, kC, 0})->Args({kC, kC, 0})->Apply(configure);
 BENCHMARK(BM_Gelu)->Apply(configure);
+BENCHMARK(BM_UniFMIRSlice)->ArgNames({"fast"})->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(1)
+    ->Repetitions(3)->ReportAggregatesOnly(true)->UseRealTime();
 
 }  // namespace
 
