@@ -261,10 +261,14 @@ void BM_Conv90(benchmark::State& st) {
 }
 
 // --- the whole UniFMIR isotropic network (swinir upscale 1, in_chans 1, C 90, 3 x 6 blocks) on one
-// 256x256 slice, random weights: variant 0 = SwinIR-order reference blocks, 1 = fast_swin_block.
+// 256x256 slice, random weights: variant 0 = SwinIR-order reference blocks, 1 = fast_swin_block,
+// 2 = fast_swin_block with the feature map kept channels-last (B x H x W x C = the token layout),
+// so the token <-> image transposes around every conv are free views.
 // Same convs, norms and residuals in both; no padding/crop needed at 256. 221.8 GFLOP per slice.
 void BM_UniFMIRSlice(benchmark::State& st) {
-  const bool fast = st.range(0);
+  const int variant = static_cast<int>(st.range(0));
+  const bool fast = variant >= 1;
+  bool cl = false;  // set below; the lambdas read it by reference
   at::manual_seed(2);
   at::NoGradGuard ng;
   const int64_t H = kHW, W = kHW, C = kC;
@@ -277,10 +281,15 @@ void BM_UniFMIRSlice(benchmark::State& st) {
   std::vector<at::Tensor> w_stage = {conv_w(C, C), conv_w(C, C), conv_w(C, C)};
   const at::Tensor z = at::zeros({C}), ones = at::ones({C});
   const at::Tensor img = at::rand({1, 1, H, W});
-  auto tokens = [&](const at::Tensor& f) { return f.flatten(2).transpose(1, 2).contiguous(); };
-  auto image = [&](const at::Tensor& t) { return t.transpose(1, 2).reshape({1, C, H, W}); };
+  // channels-last: an NCHW view of the B x L x C tokens, and back (a view when f is channels-last)
+  auto tokens = [&](const at::Tensor& f) {
+    return cl ? f.permute({0, 2, 3, 1}).reshape({1, H * W, f.size(1)}) : f.flatten(2).transpose(1, 2).contiguous();
+  };
+  auto image = [&](const at::Tensor& t) {
+    return cl ? t.view({1, H, W, C}).permute({0, 3, 1, 2}) : t.transpose(1, 2).reshape({1, C, H, W});
+  };
   auto run = [&] {
-    const at::Tensor f0 = at::conv2d(img, w_first, z, 1, 1);
+    const at::Tensor f0 = at::conv2d(cl ? img.contiguous(at::MemoryFormat::ChannelsLast) : img, w_first, z, 1, 1);
     at::Tensor t = at::layer_norm(tokens(f0), {C}, ones, z);
     for (int s = 0; s < 3; ++s) {
       at::Tensor y = t;
@@ -293,6 +302,12 @@ void BM_UniFMIRSlice(benchmark::State& st) {
     return at::conv2d(at::leaky_relu(at::conv2d(f, w_up, at::zeros({32}), 1, 1), 0.01), w_last, at::zeros({1}), 1, 1);
   };
   at::Tensor out = run();
+  const at::Tensor run_nchw_once = out;
+  if (variant == 2) {  // same network, same weights: the layout must not change the output
+    cl = true;
+    out = run();
+    st.counters["maxdiff_vs_nchw"] = (out - run_nchw_once).abs().max().item<double>();
+  }
   for (auto _ : st) benchmark::DoNotOptimize(out = run());
   set_rate(st, 221.8);
 }
@@ -311,7 +326,7 @@ BENCHMARK(BM_Conv90)->Apply(configure);
 BENCHMARK(BM_Linear)->ArgNames({"K", "N", "tile"})->Args({kC, 3 * kC, 0})->Args({kC, 3 * kC, 2048})
     ->Args({kC, 2 * kC, 0})->Args({2 * kC, kC, 0})->Args({kC, kC, 0})->Apply(configure);
 BENCHMARK(BM_Gelu)->Apply(configure);
-BENCHMARK(BM_UniFMIRSlice)->ArgNames({"fast"})->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond)->Iterations(1)
+BENCHMARK(BM_UniFMIRSlice)->ArgNames({"variant"})->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond)->Iterations(1)
     ->Repetitions(3)->ReportAggregatesOnly(true)->UseRealTime();
 
 }  // namespace
