@@ -97,7 +97,7 @@ SwinConfig infer_config(const TensorMap& sd, const std::string& source);
 // The net is in eval mode on `device`.
 Backbone load_backbone(const std::string& path, torch::Device device = torch::kCPU);
 
-// Writes an isoprompt model file: safetensors, parameters and buffers in state_dict order,
+// Writes an isoprompt model file: safetensors with the parameters, then the buffers,
 // __metadata__ = `metadata` + format=pt + config=<json>. Atomic.
 void save_backbone(const std::string& path, const SwinIR& net,
                    std::map<std::string, std::string> metadata = {});
