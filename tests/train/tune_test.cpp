@@ -284,7 +284,8 @@ TEST(Tune, FullModeTrainsACopyAndLeavesTheBackboneAlone) {
   TuneResult r = tune(v, bb, p);
   EXPECT_TRUE(bitwise_equal(before, snapshot(bb.net)));
   EXPECT_FALSE(r.model.has_prompts());
-  if (r.info.best_step > 0) EXPECT_NE(backbone_hash(r.model.backbone().net), bb.hash);
+  EXPECT_GT(r.info.best_step, 0);  // from a random net, a few full steps always help
+  EXPECT_NE(backbone_hash(r.model.backbone().net), bb.hash);
   test::TempDir dir;
   save_prompt(dir.file("full.safetensors"), r);
   LoadedPrompt lp = load_prompt(dir.file("full.safetensors"), bb);
