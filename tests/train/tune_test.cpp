@@ -381,3 +381,54 @@ TEST(Tune, DISABLED_LearningRateSweep) {
   }
   set_log_level(LogLevel::Info);
 }
+
+TEST(Tune, TimeBudgetStopsAfterTheCurrentStep) {
+  Backbone bb = tiny_backbone(10);
+  Volume v = synthetic_volume(10, 40, 40, 6);
+  TuneParams p = small_params(50);
+  p.time_budget_s = 1e-9;  // already over when the first step ends
+  TuneResult r = tune(v, bb, p);
+  EXPECT_TRUE(r.out_of_time);
+  EXPECT_FALSE(r.cancelled);
+  EXPECT_EQ(r.steps_run, 1);
+  EXPECT_EQ(r.val_history.size(), 2u);  // the start and the step it stopped at
+}
+
+TEST(PromptFile, RefusesFilesThatAreNotPromptsAndNamesMissingKeys) {
+  Backbone bb = tiny_backbone(11);
+  test::TempDir dir;
+  const std::string model = dir.file("model.safetensors");
+  save_backbone(model, bb.net);
+  try {
+    load_prompt(model, bb);
+    FAIL() << "expected CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(std::string(e.what()), model + " is not an isoprompt prompt file (no isoprompt metadata)");
+  }
+  PromptInfo info;
+  info.backbone_name = bb.name;
+  info.backbone_hash = bb.hash;
+  auto meta = info.to_metadata();
+  meta.erase("factor");
+  PromptedModel m(bb, PromptConfig{});
+  const std::string bad = dir.file("bad.safetensors");
+  write_safetensors(bad, m.prompt_state(), meta);
+  try {
+    load_prompt(bad, bb);
+    FAIL() << "expected CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_EQ(std::string(e.what()), "prompt file " + bad + " lacks the metadata key 'factor'");
+  }
+  // A tensor of the wrong shape is named.
+  meta = info.to_metadata();
+  TensorList st = m.prompt_state();
+  st[0].second = torch::zeros({3});
+  write_safetensors(bad, st, meta);
+  try {
+    load_prompt(bad, bb);
+    FAIL() << "expected CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("tensor '" + st[0].first + "' has shape [3]"), std::string::npos)
+        << e.what();
+  }
+}
