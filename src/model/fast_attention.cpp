@@ -544,6 +544,9 @@ at::Tensor block_cpu(const Geometry& g, const at::Tensor& x_in, const SwinBlockW
   const auto opt = x.options();
 
   at::parallel_for(0, ntiles, 1, [&](int64_t begin, int64_t end) {
+    // Worker threads do not inherit the caller's no-grad mode; the at::*_out calls
+    // below refuse autograd inputs, so switch it off here for every caller.
+    c10::AutoGradMode no_grad(false);
     const int64_t Tmax = G * N;
     Scratch s(g);
     std::vector<int64_t> rows(Tmax);
