@@ -122,6 +122,11 @@ at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restore
                           const TilePlan& plan,
                           const std::function<void(int64_t)>& on_batch = nullptr);
 
+/// Wraps a restorer so that slices smaller than `min_size` px along an axis are
+/// replicate-padded (bottom/right) up to it and cropped back: models that reflect-pad to
+/// their window (SwinIR) cannot take slices of a few pixels.
+SliceRestorer pad_small_slices(SliceRestorer restorer, int64_t min_size);
+
 /// acc = fuse(acc, other), elementwise, in place. Shapes must match.
 void fuse_into(at::Tensor& acc, const at::Tensor& other, Fuse f);
 

@@ -284,6 +284,19 @@ at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restore
   return acc;
 }
 
+SliceRestorer pad_small_slices(SliceRestorer restorer, int64_t min_size) {
+  return [r = std::move(restorer), min_size](const at::Tensor& x) -> at::Tensor {
+    const int64_t h = x.size(2), w = x.size(3);
+    const int64_t ph = std::max<int64_t>(0, min_size - h), pw = std::max<int64_t>(0, min_size - w);
+    if (!ph && !pw) return r(x);
+    // replication_pad2d takes (left, right, top, bottom).
+    const at::Tensor y = r(at::replication_pad2d(x, {0, pw, 0, ph}));
+    if (y.dim() != 4 || y.size(2) != h + ph || y.size(3) != w + pw)
+      throw_error("the network returned {} for a padded batch of {}x{} slices", shape_str(y), h + ph, w + pw);
+    return y.narrow(2, 0, h).narrow(3, 0, w);
+  };
+}
+
 void fuse_into(at::Tensor& acc, const at::Tensor& other, Fuse f) {
   if (acc.sizes() != other.sizes())
     throw_error("fuse: shapes differ, {} and {}", shape_str(acc), shape_str(other));

@@ -237,3 +237,21 @@ TEST(TilePolicy, SwinCostFormula) {
   EXPECT_EQ(c.multiple, 8);
   EXPECT_DOUBLE_EQ(default_bytes_per_pixel(), c.bytes_per_pixel);
 }
+
+// Small slices are replicate-padded for the network and cropped back.
+TEST(RestorePlanes, PadSmallSlices) {
+  std::vector<std::vector<int64_t>> seen;
+  SliceRestorer net = [&](const at::Tensor& x) {
+    seen.push_back(x.sizes().vec());
+    return x * 2;
+  };
+  const SliceRestorer padded = pad_small_slices(net, 8);
+  const at::Tensor x = at::arange(2 * 3 * 10, at::kFloat).reshape({2, 1, 3, 10});
+  const at::Tensor y = padded(x);
+  ASSERT_EQ(seen.size(), 1u);
+  EXPECT_EQ(seen[0], (std::vector<int64_t>{2, 1, 8, 10}));
+  EXPECT_TRUE(at::equal(y, x * 2));
+  const at::Tensor big = at::zeros({1, 1, 9, 9});
+  EXPECT_TRUE(at::equal(padded(big), big));
+  EXPECT_EQ(seen.back(), (std::vector<int64_t>{1, 1, 9, 9}));
+}
