@@ -115,11 +115,13 @@ struct TileRequest {
 /// Throws InputError on an impossible request (tile < 16, overlap > tile / 2, ...).
 TilePlan plan_tiles(int64_t rows, int64_t cols, const TileRequest& req);
 
-/// Restores a stack of planes P x H x W (normalised, on the restorer's device) tile by
-/// tile with blended seams; returns P x H x W. Tiles of all planes are batched together.
-/// `on_batch` (optional) is called after each forward pass with the tiles done.
+/// Restores a stack of planes P x H x W (normalised float32, host memory) tile by tile
+/// with blended seams; returns P x H x W on the host. Tiles of all planes are batched
+/// together; each batch is moved to `device` for the restorer and back (cropping and
+/// blending run on the host). `on_batch` (optional) is called after each forward pass
+/// with the number of tiles done.
 at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restorer,
-                          const TilePlan& plan,
+                          const TilePlan& plan, c10::Device device = c10::Device(c10::kCPU),
                           const std::function<void(int64_t)>& on_batch = nullptr);
 
 /// Wraps a restorer so that slices smaller than `min_size` px along an axis are

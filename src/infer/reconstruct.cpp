@@ -138,10 +138,12 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
     const bool xz = which == Plane::XZ;
     const TilePlan& plan = xz ? rep.xz_plan : rep.yz_plan;
     const int64_t n_planes = xz ? ny : nx, width = xz ? nx : ny;
-    // Planes per group: enough for one batch of tiles, within the host group budget.
+    // Planes per group: as many as the host group budget allows (the per-group work,
+    // block extraction and upsampling, has a fixed cost), and at least one batch of tiles.
     const double plane_bytes = 4.0 * 4.0 * double(out_nz) * double(width);
-    int64_t group = (plan.batch + plan.tiles_per_plane() - 1) / plan.tiles_per_plane();
-    group = std::max<int64_t>(1, std::min<int64_t>(group, static_cast<int64_t>(kGroupBytes / plane_bytes)));
+    const int64_t tpp = plan.tiles_per_plane();
+    int64_t group = std::max<int64_t>(1, static_cast<int64_t>(kGroupBytes / plane_bytes));
+    group = std::max(group, (plan.batch + tpp - 1) / tpp);
     group = std::min(group, n_planes);
     group_peak = std::max(group_peak, plane_bytes * double(group));
     for (int64_t first = 0; first < n_planes; first += group) {
@@ -152,9 +154,11 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
         const at::Tensor t = to_tensor(block).data;  // (out_nz, count, nx) or (out_nz, ny, count)
         up = (xz ? t.permute({1, 0, 2}) : t.permute({2, 0, 1})).sub(lo).mul_(scale);  // P x Z x W
       }
-      const at::Tensor planes = up.to(p.device).contiguous();
-      const at::Tensor restored = restore_planes(planes, restorer, plan, [&](int64_t) { check_interrupted(); })
-                                      .to(at::kCPU);
+      int64_t tiles_done = 0;
+      const at::Tensor restored = restore_planes(up, restorer, plan, p.device, [&](int64_t n) {
+        tiles_done += n;
+        progress.update(done + tiles_done / tpp);  // also the Ctrl-C safe point
+      });
       at::Tensor dst = xz ? acc_t.narrow(1, first, count).permute({1, 0, 2})
                           : acc_t.narrow(2, first, count).permute({2, 0, 1});
       if (xz) {

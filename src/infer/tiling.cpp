@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 
 #include "isoprompt/error.h"
 #include "isoprompt/infer.h"
@@ -213,10 +214,12 @@ TilePlan plan_tiles(int64_t rows, int64_t cols, const TileRequest& req) {
   return plan;
 }
 
-at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restorer,
-                          const TilePlan& plan, const std::function<void(int64_t)>& on_batch) {
-  if (planes.dim() != 3) throw_error("restore_planes: expected P x H x W planes, got {}", shape_str(planes));
+at::Tensor restore_planes(const at::Tensor& planes_in, const SliceRestorer& restorer,
+                          const TilePlan& plan, c10::Device device,
+                          const std::function<void(int64_t)>& on_batch) {
+  if (planes_in.dim() != 3) throw_error("restore_planes: expected P x H x W planes, got {}", shape_str(planes_in));
   if (!restorer) throw_error("restore_planes: no restorer");
+  const at::Tensor planes = planes_in.to(at::kCPU, at::kFloat).contiguous();
   const int64_t n_planes = planes.size(0), rows = planes.size(1), cols = planes.size(2);
   auto covers = [](const std::vector<TileSpan>& s, int64_t n) {
     return !s.empty() && s.front().start == 0 && s.back().start + s.back().length == n;
@@ -225,34 +228,34 @@ at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restore
     throw_error("restore_planes: tile plan does not match planes {}", shape_str(planes));
   const int64_t batch = std::max<int64_t>(1, plan.batch);
 
-  auto run = [&](const at::Tensor& in) {  // in: B x h x w
-    at::Tensor x = in.unsqueeze(1).contiguous();
-    at::Tensor y = restorer(x);
+  // in: B x h x w on the host -> restored B x h x w on the host, contiguous float32.
+  auto run = [&](const at::Tensor& in) {
+    const at::Tensor x = in.unsqueeze(1).to(device, at::kFloat).contiguous();
+    const at::Tensor y = restorer(x);
     if (!y.defined() || y.sizes() != x.sizes())
       throw_error("the network returned {} for a batch of {}", y.defined() ? shape_str(y) : "nothing",
                   shape_str(x));
-    return y.squeeze(1).to(planes.device(), at::kFloat);
+    return y.squeeze(1).to(at::kCPU, at::kFloat).contiguous();
   };
 
+  at::Tensor out = at::zeros({n_planes, rows, cols}, at::kFloat);
   if (plan.tiles_per_plane() == 1) {
-    at::Tensor out = at::empty_like(planes, planes.options().dtype(at::kFloat));
     for (int64_t p0 = 0; p0 < n_planes; p0 += batch) {
       const int64_t b = std::min(batch, n_planes - p0);
       out.narrow(0, p0, b).copy_(run(planes.narrow(0, p0, b)));
       if (on_batch) on_batch(b);
+      check_interrupted();
     }
     return out;
   }
 
   const auto wr = blend_weights(rows, plan.row_spans, plan.overlap);
   const auto wc = blend_weights(cols, plan.col_spans, plan.overlap);
-  auto to_t = [&](const std::vector<float>& v) {
-    return at::from_blob(const_cast<float*>(v.data()), {static_cast<int64_t>(v.size())}, at::kFloat)
-        .to(planes.device(), at::kFloat, false, true);
-  };
-  std::vector<at::Tensor> wr_t, wc_t;
-  for (const auto& v : wr) wr_t.push_back(to_t(v).unsqueeze(1));
-  for (const auto& v : wc) wc_t.push_back(to_t(v).unsqueeze(0));
+  const int64_t tr = plan.tile_rows, tc = plan.tile_cols;
+  for (const auto& s : plan.row_spans)
+    if (s.length != tr) throw_error("restore_planes: row tile {} != {}", s.length, tr);
+  for (const auto& s : plan.col_spans)
+    if (s.length != tc) throw_error("restore_planes: column tile {} != {}", s.length, tc);
 
   struct Tile { int64_t p; size_t i, j; };
   std::vector<Tile> tiles;
@@ -261,27 +264,42 @@ at::Tensor restore_planes(const at::Tensor& planes, const SliceRestorer& restore
     for (size_t i = 0; i < plan.row_spans.size(); ++i)
       for (size_t j = 0; j < plan.col_spans.size(); ++j) tiles.push_back({p, i, j});
 
-  at::Tensor acc = at::zeros(planes.sizes(), planes.options().dtype(at::kFloat));
-  std::vector<at::Tensor> crops;
+  // Cropping and blending are plain loops over host memory: per-tile tensor ops would
+  // cost more than the copies themselves for small tiles.
+  const float* src = planes.data_ptr<float>();
+  float* acc = out.data_ptr<float>();
   for (size_t t0 = 0; t0 < tiles.size(); t0 += static_cast<size_t>(batch)) {
-    const size_t t1 = std::min(tiles.size(), t0 + static_cast<size_t>(batch));
-    crops.clear();
-    for (size_t t = t0; t < t1; ++t) {
-      const TileSpan& r = plan.row_spans[tiles[t].i];
-      const TileSpan& c = plan.col_spans[tiles[t].j];
-      crops.push_back(planes[tiles[t].p].narrow(0, r.start, r.length).narrow(1, c.start, c.length));
+    const int64_t b = static_cast<int64_t>(std::min(tiles.size() - t0, static_cast<size_t>(batch)));
+    at::Tensor crops = at::empty({b, tr, tc}, at::kFloat);
+    float* dst = crops.data_ptr<float>();
+    for (int64_t k = 0; k < b; ++k)
+      for (int64_t r = 0; r < tr; ++r) {
+        const Tile& tl = tiles[t0 + static_cast<size_t>(k)];
+        const int64_t r0 = plan.row_spans[tl.i].start, c0 = plan.col_spans[tl.j].start;
+        std::memcpy(dst + (k * tr + r) * tc, src + (tl.p * rows + r0 + r) * cols + c0,
+                    static_cast<size_t>(tc) * sizeof(float));
+      }
+    const at::Tensor res = run(crops);
+    const float* o = res.data_ptr<float>();
+    // Serial on purpose: an OpenMP region per tile costs more than the blend itself on a
+    // busy machine (measured: 5x slower), and tiles of one batch may overlap.
+    for (int64_t k = 0; k < b; ++k) {
+      const Tile& tl = tiles[t0 + static_cast<size_t>(k)];
+      const int64_t r0 = plan.row_spans[tl.i].start, c0 = plan.col_spans[tl.j].start;
+      const float* wrow = wr[tl.i].data();
+      const float* wcol = wc[tl.j].data();
+      for (int64_t r = 0; r < tr; ++r) {
+        const float w = wrow[r];
+        if (w == 0.f) continue;
+        float* a = acc + (tl.p * rows + r0 + r) * cols + c0;
+        const float* y = o + (k * tr + r) * tc;
+        for (int64_t c = 0; c < tc; ++c) a[c] += y[c] * (w * wcol[c]);
+      }
     }
-    const at::Tensor out = run(at::stack(crops));
-    for (size_t t = t0; t < t1; ++t) {
-      const TileSpan& r = plan.row_spans[tiles[t].i];
-      const TileSpan& c = plan.col_spans[tiles[t].j];
-      acc[tiles[t].p].narrow(0, r.start, r.length).narrow(1, c.start, c.length)
-          .add_(out[static_cast<int64_t>(t - t0)] * wr_t[tiles[t].i] * wc_t[tiles[t].j]);
-    }
-    if (on_batch) on_batch(static_cast<int64_t>(t1 - t0));
+    if (on_batch) on_batch(b);
     check_interrupted();
   }
-  return acc;
+  return out;
 }
 
 SliceRestorer pad_small_slices(SliceRestorer restorer, int64_t min_size) {
