@@ -115,8 +115,7 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
   const std::string bb = tiny_backbone(d, "tiny.safetensors", 5);
   write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
   auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone", bb, "--prompt-out",
-                    d.file("p.safetensors"), "--steps", "2", "--train-batch", "2", "--crop-min", "32", "--crop-max",
-                    "32"});
+                    d.file("p.safetensors"), "--steps", "2", "--train-batch", "2", "--crop", "32"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Volume restored = read_volume(d.file("r.tif"));
   EXPECT_EQ(restored.shape(), (Shape3{32, 40, 40}));

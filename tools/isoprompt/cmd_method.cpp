@@ -8,6 +8,7 @@
 
 #include <c10/util/Exception.h>
 
+#include "backbone_arg.h"
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
@@ -61,25 +62,25 @@ struct PredictArgs : ReconArgs {
 };
 
 struct RestoreArgs : ReconArgs {
-  std::string prompt_out;
+  std::string prompt_out, crop = "64-128", resume;
   TuneParams tune;
   std::string prompt_at = "tail", degrade = "average";
   double psf_fwhm = 0, psf_sigma = 0;
 };
 
-// --backbone default: models/isoprompt-default.safetensors under $ISOPROMPT_MODELS, else
-// under the source tree.
-std::string resolve_backbone(const std::string& b) {
-  if (b != "default") {
-    check_input_file(b, "backbone file");
-    return b;
+// --crop N or MIN-MAX, as `tune` takes it.
+void parse_crop(const std::string& s, TuneParams& p) {
+  long long a = 0, b = 0;
+  char extra;
+  if (std::sscanf(s.c_str(), "%lld-%lld%c", &a, &b, &extra) == 2) {
+  } else if (std::sscanf(s.c_str(), "%lld%c", &a, &extra) == 1) {
+    b = a;
+  } else {
+    throw_input("--crop expects N or MIN-MAX in pixels, got '{}'", s);
   }
-  const char* env = std::getenv("ISOPROMPT_MODELS");
-  const std::string dir = env && *env ? std::string(env) : std::string(ISO_SOURCE_DIR) + "/models";
-  const std::string path = dir + "/isoprompt-default.safetensors";
-  if (!file_exists(path))
-    throw_input("default backbone {} not found: pass --backbone FILE or set ISOPROMPT_MODELS to its folder", path);
-  return path;
+  if (a < 8 || b < a || b > 4096) throw_input("--crop sizes must satisfy 8 <= MIN <= MAX <= 4096, got '{}'", s);
+  p.crop_min = a;
+  p.crop_max = b;
 }
 
 c10::Device parse_device(const std::string& s) {
@@ -230,7 +231,7 @@ void run_predict(const PredictArgs& a) {
   PromptInfo info;
   bool have_info = false;
   if (mode != Mode::Interp) {
-    const std::string path = resolve_backbone(a.backbone);
+    const std::string path = resolve_backbone_path(a.backbone);
     backbone = load_backbone(path, device);
     log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
              backbone.hash.substr(0, 12));
@@ -284,20 +285,30 @@ void run_restore(RestoreArgs a) {
   tp.interp = parse_interp(a.interp);
   tp.prompt.placement = parse_placement(a.prompt_at);
   tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
+  parse_crop(a.crop, tp);
   if (a.degrade == "average") {
     tp.degrade.model = DegradeParams::Average;
+    if (a.psf_fwhm > 0 || a.psf_sigma > 0) throw_input("--psf-fwhm/--psf-sigma need --degrade psf");
   } else if (a.degrade == "psf") {
     tp.degrade.model = DegradeParams::Psf;
+    if ((a.psf_fwhm > 0) == (a.psf_sigma > 0))
+      throw_input("--degrade psf needs exactly one of --psf-fwhm UM or --psf-sigma PX");
     tp.degrade.psf_fwhm_um = a.psf_fwhm;
     tp.degrade.psf_sigma_px = a.psf_sigma;
   } else {
     throw_input("unknown --degrade '{}': expected average or psf", a.degrade);
   }
+  if (!a.resume.empty()) {
+    if (mode != Mode::Prompt && mode != Mode::Full)
+      throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
+    check_input_file(a.resume, "prompt file");
+    tp.resume_from = a.resume;
+  }
   const c10::Device device = parse_device(globals().device);
 
   Backbone backbone;
   if (mode != Mode::Interp) {
-    backbone = load_backbone(resolve_backbone(a.backbone), device);
+    backbone = load_backbone(resolve_backbone_path(a.backbone), device);
     log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
              backbone.hash.substr(0, 12));
   }
@@ -370,11 +381,20 @@ void register_method_commands(CLI::App& app) {
     c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
     c->add_option("--steps", t.steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
     c->add_option("--lr", t.lr, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
-    c->add_option("--train-batch", t.batch, "training crops per step")->capture_default_str()->check(CLI::PositiveNumber);
-    c->add_option("--crop-min", t.crop_min, "smallest training crop, px")->capture_default_str();
-    c->add_option("--crop-max", t.crop_max, "largest training crop, px")->capture_default_str();
+    c->add_option("--train-batch", t.batch, "training crops per step (`tune --batch`; --batch is the inference batch)")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--crop", a->crop, "training crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
+        ->capture_default_str();
     c->add_option("--prompts", t.prompt.num_prompts, "number of prompts N")->capture_default_str()
         ->check(CLI::PositiveNumber);
+    c->add_option("--attn-dim", t.prompt.attn_dim, "attention dimension d")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    c->add_option("--query-rank", t.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
+        ->capture_default_str()->check(CLI::NonNegativeNumber);
+    c->add_option("--cache-crops", t.cache_crops, "crops in the feature cache (0 = off)")->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
+    c->add_option("--eval-every", t.eval_every, "steps between validations")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    c->add_option("--resume", a->resume, "continue tuning from this prompt file");
     c->add_option("--prompt-at", a->prompt_at, "module placement: tail | stages | both")->capture_default_str();
     c->add_option("--degrade", a->degrade, "training degradation: average | psf")->capture_default_str();
     c->add_option("--psf-fwhm", a->psf_fwhm, "PSF FWHM along z, in the volume's unit (with --degrade psf)");
