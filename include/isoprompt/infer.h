@@ -106,12 +106,16 @@ struct TileRequest {
   int64_t batch = 0;
   double max_memory_gb = 4.0;
   RestorerCost cost;
+  /// Caps the automatic batch at this many pixels per forward pass (0 = no cap; at least
+  /// one tile). reconstruct() sets it on CPU, where large batches gain nothing and only
+  /// delay Ctrl-C until the forward pass ends.
+  int64_t max_batch_pixels = 0;
 };
 
 /// Chooses tiles for rows x cols planes. Automatic tiles are the largest whose forward
 /// pass fits max_memory_gb (one tile = the whole plane when it fits), shrunk to the
 /// smallest size that still needs the same number of tiles. Automatic batch fills the
-/// memory budget with tiles (at most 64). Automatic overlap is 32 px, at most tile / 4.
+/// memory budget with tiles (at most 64, and at most max_batch_pixels). Automatic overlap is 32 px, at most tile / 4.
 /// Throws InputError on an impossible request (tile < 16, overlap > tile / 2, ...).
 TilePlan plan_tiles(int64_t rows, int64_t cols, const TileRequest& req);
 

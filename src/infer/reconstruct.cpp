@@ -27,6 +27,9 @@ constexpr double kMiB = 1024.0 * 1024.0;
 constexpr double kGiB = 1024.0 * kMiB;
 // Host memory for one group of planes (input copy, upsampled, normalised, restored).
 constexpr double kGroupBytes = 256.0 * kMiB;
+// On CPU a forward pass of 2^17 pixels already keeps every core busy; larger batches
+// only delay Ctrl-C (it is honoured between forward passes).
+constexpr int64_t kCpuBatchPixels = int64_t(1) << 17;
 
 // Copies planes [first, first + count) of orientation `p` (XZ: y index, YZ: x index) into
 // a (nz, count, nx) or (nz, ny, count) volume of the input's dtype.
@@ -118,6 +121,7 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   req.batch = p.batch;
   req.max_memory_gb = p.max_memory_gb;
   req.cost = p.cost;
+  if (p.device.is_cpu()) req.max_batch_pixels = kCpuBatchPixels;
   rep.xz_plan = plan_tiles(out_nz, nx, req);
   rep.yz_plan = plan_tiles(out_nz, ny, req);
   log_info("tiling: {}; {}; batch {}, about {:.2f} GB per forward pass (budget {} GB)",

@@ -205,7 +205,9 @@ TilePlan plan_tiles(int64_t rows, int64_t cols, const TileRequest& req) {
   if (req.batch > 0) {
     plan.batch = req.batch;
   } else {
-    plan.batch = std::clamp<int64_t>(static_cast<int64_t>(std::floor(budget / tile_bytes)), 1, kMaxAutoBatch);
+    int64_t b = std::min<int64_t>(static_cast<int64_t>(std::floor(budget / tile_bytes)), kMaxAutoBatch);
+    if (req.max_batch_pixels > 0) b = std::min<int64_t>(b, req.max_batch_pixels / (tr * tc));
+    plan.batch = std::max<int64_t>(1, b);
   }
   plan.bytes_per_batch = static_cast<double>(plan.batch) * tile_bytes + req.cost.fixed_bytes;
   if (plan.bytes_per_batch > req.max_memory_gb * kGiB)

@@ -4,7 +4,11 @@
 #include <ATen/ATen.h>
 #include <nlohmann/json.hpp>
 
+#include <sys/wait.h>
+
+#include <cstdlib>
 #include <cstring>
+#include <filesystem>
 
 #include "isoprompt/fileutil.h"
 #include "isoprompt/io.h"
@@ -195,4 +199,25 @@ TEST(PredictCli, BadFlagsExitTwo) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Volume o = read_volume(out);
   EXPECT_EQ(o.nz(), 12);
+}
+
+// Ctrl-C during reconstruction: exit code 130, the "interrupted" line, and no output file
+// (not even a temporary one). The job (1024 planes through a SwinIR) takes far longer
+// than the 3 s after which SIGINT arrives.
+TEST(PredictCli, InterruptWritesNothing) {
+  TempDir d;
+  const std::string bb = tiny_backbone(d, "tiny.safetensors", 11);
+  write_volume(d.file("in.tif"), smooth_volume({32, 256, 256}, {2.0, 0.5, 0.5}, 12));
+  const std::string cmd = "timeout --preserve-status -s INT 3 '" + std::string(ISO_BINARY) + "' predict '" +
+                          d.file("in.tif") + "' -o '" + d.file("out.tif") + "' --mode zero-shot --backbone '" + bb +
+                          "' 2>'" + d.file("err.txt") + "' >/dev/null";
+  const int status = std::system(cmd.c_str());
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 130);
+  EXPECT_NE(isoprompt::test::read_text(d.file("err.txt")).find("interrupted: stopped cleanly"), std::string::npos)
+      << isoprompt::test::read_text(d.file("err.txt"));
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(d.path()))
+    if (e.path().filename().string().find("out") != std::string::npos) ++files;
+  EXPECT_EQ(files, 0);
 }

@@ -110,6 +110,19 @@ TEST(TilePolicy, WholePlaneWhenItFits) {
   EXPECT_EQ(p.batch, 64);  // floor(2^30 / 6.4e6) = 167, capped
 }
 
+// The automatic batch respects a pixel cap (never below one tile); an explicit batch wins.
+TEST(TilePolicy, BatchPixelCap) {
+  TileRequest req;
+  req.max_memory_gb = 1.0;
+  req.cost.bytes_per_pixel = 1000;
+  req.max_batch_pixels = 20000;
+  EXPECT_EQ(plan_tiles(64, 100, req).batch, 3);  // floor(20000 / 6400)
+  req.max_batch_pixels = 100;
+  EXPECT_EQ(plan_tiles(64, 100, req).batch, 1);
+  req.batch = 7;
+  EXPECT_EQ(plan_tiles(64, 100, req).batch, 7);
+}
+
 // Automatic tiles: the largest square within the budget (multiple of 8), then shrunk to the
 // smallest size with the same tile count (hand-computed: 327 -> 320 -> 4 tiles -> 280).
 TEST(TilePolicy, AutoTileHandComputed) {
