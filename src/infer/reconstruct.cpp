@@ -131,6 +131,10 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
 
   // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
   const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;
+  log_info("host memory: about {:.2f} GB (input {:.2f}, float32 accumulator {:.2f}, output {:.2f}, "
+           "planes in flight <= 0.25)",
+           (double(input.size_bytes()) + 4.0 * out_nz * ny * nx + out_bytes) / kGiB + 0.25,
+           double(input.size_bytes()) / kGiB, 4.0 * out_nz * ny * nx / kGiB, out_bytes / kGiB);
   Volume acc(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
   at::Tensor acc_t = to_tensor(acc).data;
   const double lo = norm.lo, scale = norm.scale();
@@ -191,6 +195,7 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
     rep.clip = ClipReport{0, 0, count, -INFINITY, INFINITY};
     out = acc;
   } else {
+    acc_t = at::Tensor();  // the tensor view shares the buffer: drop it with the volume
     out = denormalize(acc, norm, out_dtype, &rep.clip);
     acc = Volume();
   }
