@@ -30,6 +30,7 @@ void BM_SwinIR(benchmark::State& state) {
   const int64_t batch = state.range(1), side = 256;
   isoprompt::SwinIR net(cfg);  // random weights: speed does not depend on them
   net->eval();
+  net->set_fused_kernels(state.range(3) != 0);
   torch::NoGradGuard ng;
   const at::Tensor x = at::rand({batch, 1, side, side});
   net->forward(x);  // warm-up (allocator, oneDNN primitives)
@@ -37,18 +38,22 @@ void BM_SwinIR(benchmark::State& state) {
   const double slices = double(batch) * double(state.iterations());
   state.counters["s_per_slice"] = benchmark::Counter(slices, benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
   state.counters["GFLOP/s"] = benchmark::Counter(slices * cfg.gflops(side, side), benchmark::Counter::kIsRate);
-  state.SetLabel(cfg.embed_dim == 90 ? "UniFMIR iso (90, 6-6-6)" : "small (48, 4-4)");
+  std::string label = cfg.embed_dim == 90 ? "UniFMIR iso (90, 6-6-6)" : "small (48, 4-4)";
+  if (state.range(3) && !isoprompt::SwinIRImpl::fused_kernels_available()) label += ", fused kernels not built in";
+  state.SetLabel(label);
 }
 
 BENCHMARK(BM_SwinIR)
-    ->ArgNames({"config", "batch", "threads"})
-    ->Args({0, 1, 0})
-    ->Args({0, 4, 0})
-    ->Args({1, 1, 0})
-    ->Args({1, 4, 0})
+    ->ArgNames({"config", "batch", "threads", "fused"})
+    ->Args({0, 1, 0, 1})
+    ->Args({0, 4, 0, 1})
+    ->Args({1, 1, 0, 1})
+    ->Args({1, 4, 0, 1})
     // One thread: the main thread's CPU time is then the whole cost, which stays meaningful
-    // when other processes share the machine (real time does not).
-    ->Args({0, 1, 1})
+    // when other processes share the machine (real time does not). fused:0 = plain ATen ops.
+    ->Args({0, 1, 1, 1})
+    ->Args({0, 1, 1, 0})
+    ->Args({0, 1, 0, 0})
     ->Unit(benchmark::kSecond)
     ->UseRealTime()
     ->Iterations(1)

@@ -125,14 +125,16 @@ struct BlockImpl : torch::nn::Module {
         attn->table.index_select(0, attn->index.view(-1)).view({N, N, heads}).permute({2, 0, 1}).contiguous();
 #if ISO_HAVE_FAST_BLOCK
     if (fused && !at::GradMode::is_enabled() && x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+      // Detached views: the kernel's worker threads do not inherit this thread's no-grad mode,
+      // and out= BLAS calls refuse tensors that require grad.
       SwinBlockWeights p;
-      p.norm1_weight = norm1->weight; p.norm1_bias = norm1->bias;
-      p.qkv_weight = attn->qkv->weight; p.qkv_bias = attn->qkv->bias;
-      p.rel_bias = rel_bias;
-      p.proj_weight = attn->proj->weight; p.proj_bias = attn->proj->bias;
-      p.norm2_weight = norm2->weight; p.norm2_bias = norm2->bias;
-      p.fc1_weight = mlp->fc1->weight; p.fc1_bias = mlp->fc1->bias;
-      p.fc2_weight = mlp->fc2->weight; p.fc2_bias = mlp->fc2->bias;
+      p.norm1_weight = norm1->weight.detach(); p.norm1_bias = norm1->bias.detach();
+      p.qkv_weight = attn->qkv->weight.detach(); p.qkv_bias = attn->qkv->bias.detach();
+      p.rel_bias = rel_bias.detach();
+      p.proj_weight = attn->proj->weight.detach(); p.proj_bias = attn->proj->bias.detach();
+      p.norm2_weight = norm2->weight.detach(); p.norm2_bias = norm2->bias.detach();
+      p.fc1_weight = mlp->fc1->weight.detach(); p.fc1_bias = mlp->fc1->bias.detach();
+      p.fc2_weight = mlp->fc2->weight.detach(); p.fc2_bias = mlp->fc2->bias.detach();
       p.num_heads = heads; p.window = w; p.shift = shift; p.scale = scale; p.eps = kLnEps;
       const int64_t B = x.size(0), H = x.size(1), W = x.size(2);
       return fast_swin_block(x.view({B, H * W, dim}), H, W, p).view({B, H, W, dim});

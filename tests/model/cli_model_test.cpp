@@ -7,6 +7,8 @@
 
 #include "isoprompt/checkpoint.h"
 #include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/io.h"
 #include "isoprompt/model.h"
 #include "isoprompt/tensor.h"
 #include "test_util.h"
@@ -92,6 +94,29 @@ TEST(ModelCli, CorruptedFilesExitWithCode2AndTheirOwnMessage) {
     EXPECT_THAT(r.err, HasSubstr(c.message)) << c.file;
     EXPECT_EQ(r.out, "");
   }
+}
+
+TEST(ModelCli, ApplyRunsTheRawNetworkOnEveryPlane) {
+  ISO_REQUIRE_SHARED(st, "golden/unifmir/iso_tiny/model.safetensors");
+  test::TempDir tmp;
+  Volume v({6, 10, 12}, DType::U16, {3.0, 0.4, 0.4});
+  for (int64_t i = 0; i < v.numel(); ++i) v.data<uint16_t>()[i] = uint16_t((i * 7) % 13);
+  write_volume(tmp.file("in.tif"), v);
+  auto r = test::run_cli({"model", "apply", st, tmp.file("in.tif"), "-o", tmp.file("out.tif"), "--plane", "yz", "--batch", "5"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  Volume out = read_volume(tmp.file("out.tif"));
+  EXPECT_EQ(out.dtype(), DType::F32);
+  EXPECT_EQ(out.shape(), v.shape());
+  EXPECT_DOUBLE_EQ(out.voxel_size().z, 3.0);
+  // YZ plane x = 7 (a 6×10 z-by-y image) through the network directly.
+  Backbone bb = load_backbone(st);
+  torch::NoGradGuard ng;
+  const at::Tensor in = to_float_tensor(v).select(2, 7);
+  const at::Tensor ref = bb.net->forward(in.unsqueeze(0).unsqueeze(0))[0][0];
+  EXPECT_LE((to_tensor(out).data.select(2, 7) - ref).abs().max().item<double>(), 1e-5);
+  auto bad = test::run_cli({"model", "apply", st, tmp.file("in.tif"), "-o", tmp.file("o2.tif"), "--plane", "zz"});
+  EXPECT_EQ(bad.exit_code, 2);
+  EXPECT_FALSE(file_exists(tmp.file("o2.tif")));
 }
 
 TEST(ApplyPlanewise, EveryPlaneGoesThroughTheNetwork) {

@@ -4,6 +4,7 @@
 
 #include "isoprompt/error.h"
 #include "isoprompt/model.h"
+#include "isoprompt/runtime.h"
 
 namespace isoprompt {
 namespace {
@@ -102,7 +103,9 @@ TEST(SwinIR, TranslationByAWindowCommutesAwayFromTheBorders) {
 
 TEST(SwinIR, FusedKernelsMatchTheAtenPath) {
   // Shifted blocks, padding, batch > 1 and several heads; the fused path (when built in) must
-  // agree with the ATen composition that the golden tests also cover.
+  // agree with the ATen composition that the golden tests also cover. Two threads: worker
+  // threads do not inherit no-grad mode, which the fused path must cope with.
+  set_threads(2);
   SwinConfig c = small();
   c.depths = {2, 2};
   SwinIR net(c);

@@ -11,10 +11,7 @@
 #include "isoprompt/fileutil.h"
 #include "isoprompt/log.h"
 #include "isoprompt/model.h"
-#if __has_include("isoprompt/io.h")
 #include "isoprompt/io.h"
-#define ISO_HAVE_IO 1
-#endif
 
 namespace isoprompt::cli {
 
@@ -84,7 +81,6 @@ void model_convert(const std::string& in, const std::string& out) {
   log_info("wrote {} ({} parameters, identity {})", out, thousands(bb.config.parameter_count()), bb.hash.substr(0, 16));
 }
 
-#ifdef ISO_HAVE_IO
 torch::Device parse_device() {
   try {
     return torch::Device(globals().device);
@@ -106,7 +102,6 @@ void model_apply(const std::string& model, const std::string& in, const std::str
   write_volume(out, r);
   log_info("wrote {}", out);
 }
-#endif
 
 }  // namespace
 
@@ -136,11 +131,7 @@ void register_model_commands(CLI::App& app) {
   apply->add_option("-o,--output", *otif, "output TIFF (float32)")->required();
   apply->add_option("--plane", *plane, "planes to process: xy, xz or yz")->capture_default_str();
   apply->add_option("--batch", *batch, "planes per forward call")->capture_default_str()->check(CLI::PositiveNumber);
-#ifdef ISO_HAVE_IO
   apply->callback([mfile, tif, otif, plane, batch] { model_apply(*mfile, *tif, *otif, *plane, *batch); });
-#else
-  apply->callback([] { throw Error("model apply needs TIFF support, which this build does not have"); });
-#endif
 }
 
 }  // namespace isoprompt::cli
