@@ -19,14 +19,9 @@
 #include "isoprompt/model.h"
 #include "model/shapes.h"
 
-// The fused CPU kernels (branch `fast`, src/model/fast_attention.{h,cpp}) are used for inference
-// when they are part of the build.
-#if __has_include("model/fast_attention.h")
+// The fused CPU kernels (src/model/fast_attention.{h,cpp}) are used for inference.
 #include "model/fast_attention.h"
 #define ISO_HAVE_FAST_BLOCK 1
-#else
-#define ISO_HAVE_FAST_BLOCK 0
-#endif
 
 namespace isoprompt {
 
