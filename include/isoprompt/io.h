@@ -1,0 +1,78 @@
+// TIFF / OME-TIFF input and output for Volume.
+//
+//   Volume v = read_volume("stack.tif");                       // ImageJ, OME or plain TIFF
+//   ReadOptions ro; ro.channel = 1;
+//   Volume c = read_volume("hyper.tif", ro);                   // one channel of a hyperstack
+//   write_volume("out.ome.tif", v);                            // flavour from the name
+//   WriteOptions wo; wo.compression = WriteOptions::Deflate;
+//   write_volume("out.tif", v, wo);
+//
+// Reading: multi-page stacks of uint8, uint16 or float32 samples; classic TIFF and
+// BigTIFF; striped or tiled; any compression libtiff decodes. Voxel size comes from
+// ImageJ metadata (ImageDescription `spacing=`, `unit=`, X/YResolution) or OME-XML
+// (PhysicalSizeX/Y/Z with units). Known length units (nm, mm, Å, ...) are converted to
+// micrometres and the volume's unit is then "micron". A file without calibration reads
+// as voxel size 1,1,1 with unit "pixel".
+//
+// Writing goes through a temporary file renamed into place (AtomicOutput), one plane at
+// a time, and switches to BigTIFF when the data would not fit in a classic TIFF.
+//
+// Every problem with the file (missing, not a TIFF, truncated, implausible header,
+// unsupported sample format, ...) throws InputError with one line naming the file.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "isoprompt/volume.h"
+
+namespace isoprompt {
+
+struct ReadOptions {
+  int channel = -1;       // channel to read when the file has several (-1: there must be one)
+  int time = -1;          // time point to read when the file has several (-1: there must be one)
+  bool allow_2d = false;  // accept a single-plane image (a volume with z = 1)
+};
+
+// What read_volume found out about the file (for `isoprompt info`).
+struct TiffFileInfo {
+  std::string path;
+  std::string flavor = "plain";  // "ImageJ", "OME" or "plain"
+  bool bigtiff = false;
+  bool big_endian = false;
+  bool tiled = false;
+  std::string compression = "none";  // "none", "deflate", "LZW", "packbits", ...
+  int64_t pages = 0;                 // IFDs in the file
+  int channels = 1, times = 1;       // sizes of the C and T axes
+  int channel = 0, time = 0;         // the ones that were read
+  bool calibrated = false;           // the file carries a physical voxel size
+  std::string file_unit;             // unit as written in the file ("" if none)
+  int64_t nan_count = 0, inf_count = 0;  // non-finite voxels (float data)
+};
+
+// Reads a 3D stack (z, y, x). Throws InputError naming the file on any problem with it.
+Volume read_volume(const std::string& path, const ReadOptions& opts = {}, TiffFileInfo* info = nullptr);
+
+struct WriteOptions {
+  enum Flavor { Auto, ImageJ, OME } flavor = Auto;  // Auto: OME for *.ome.tif(f), else ImageJ
+  enum Compression { None, Deflate, LZW } compression = None;
+  bool force_bigtiff = false;  // BigTIFF even when the data are small
+};
+
+// Writes atomically (temp file + rename): on failure the output path is untouched.
+void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts = {});
+
+// Helpers shared with the CLI.
+WriteOptions::Flavor parse_flavor(const std::string& s);           // "imagej", "ome"
+WriteOptions::Compression parse_compression(const std::string& s);  // "none", "deflate", "lzw"
+// Data size above which write_volume switches to BigTIFF by itself.
+uint64_t bigtiff_threshold_bytes();
+
+// Length unit as found in a file -> factor to micrometres, or 0 when it is not a length
+// unit this library knows ("pixel", "", "inch" is known: 25400).
+double unit_to_micron(const std::string& unit);
+// value * factor (a unit_to_micron result). Powers of ten shift the decimal exponent
+// instead of multiplying, so 33.855 nm becomes exactly the double 0.033855.
+double scale_to_micron(double value, double factor);
+
+}  // namespace isoprompt

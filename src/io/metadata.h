@@ -1,0 +1,50 @@
+// ImageJ and OME-XML metadata: parsing what other programs wrote, and writing it so
+// Fiji, napari (tifffile) and Bio-Formats read the right voxel size back.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "isoprompt/volume.h"
+
+namespace isoprompt::io {
+
+// ImageJ "ImageJ=1.x\nkey=value\n..." description. Keys are kept as written.
+struct ImageJMeta {
+  std::map<std::string, std::string> kv;
+  int64_t images = 0, channels = 1, slices = 0, frames = 1;
+  bool has_spacing = false;
+  double spacing = 1.0;
+  std::string unit;  // decoded ("\u00B5m" escapes resolved to UTF-8)
+};
+bool is_imagej_description(const std::string& d);
+// Throws InputError (naming `path`) on malformed numbers.
+ImageJMeta parse_imagej(const std::string& d, const std::string& path);
+
+// What we need from OME-XML: the first Image's Pixels.
+struct OmeMeta {
+  int64_t size_x = 0, size_y = 0, size_z = 1, size_c = 1, size_time = 1;
+  std::string dimension_order = "XYZCT";
+  std::string type;
+  double phys[3] = {0, 0, 0};  // z, y, x as written (0 = absent)
+  std::string phys_unit[3];    // units as written ("" = default µm)
+  // IFD of plane (z, c, t), from TiffData or the default sequential layout; -1 = none.
+  std::vector<int64_t> plane_ifd;
+  int64_t ifd_of(int64_t z, int64_t c, int64_t t) const;
+  int n_images = 1;
+};
+bool is_ome_description(const std::string& d);
+OmeMeta parse_ome(const std::string& xml, const std::string& path);
+
+// Descriptions we write.
+std::string imagej_description(const Volume& v, double min_value, double max_value);
+std::string ome_description(const Volume& v, const std::string& name);
+
+// Formats a double with the fewest digits that read back as the same double.
+std::string exact_number(double v);
+// Rounds to `digits` significant digits (used to remove float32 noise from 1/resolution).
+double round_significant(double v, int digits);
+
+}  // namespace isoprompt::io
