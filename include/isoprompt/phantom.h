@@ -49,7 +49,7 @@ PhantomKind parse_phantom_kind(const std::string& s);  // throws InputError
 std::vector<PhantomKind> all_phantom_kinds();
 
 /// What to draw. Counts < 0 mean "automatic": a density scaled to the volume size
-/// (for 128^3: ~24 filaments, ~6 nuclei, ~27 cells, ~300 puncta).
+/// (for 128^3: 48 filaments, 10 nuclei, 27 cells, 300 puncta).
 struct PhantomParams {
   Shape3 size{128, 128, 128};
   PhantomKind kind = PhantomKind::Mixed;
@@ -63,9 +63,9 @@ struct PhantomParams {
 
 /// Clean isotropic phantom: float32, (z, y, x) = p.size, values in [0, 1].
 /// Kinds:
-///   filaments: smooth random 3D curves, Gaussian cross-section (sigma 0.6-2 voxels),
+///   filaments: smooth random 3D curves (half of them mostly lateral), Gaussian cross-section (sigma 0.6-2 voxels),
 ///              brightness varying along and between curves, on a dim background.
-///   nuclei:    non-overlapping textured ellipsoids (radii ~8-18 voxels at 128^3).
+///   nuclei:    non-overlapping textured ellipsoids (radii ~10-24 voxels at 128^3).
 ///   membranes: walls of a Voronoi tessellation (cell boundaries), textured.
 ///   puncta:    well separated Gaussian spots and hollow vesicles (exactly n_puncta objects).
 ///   em:        FIB-SEM-like: grey textured cytoplasm, dark membranes, dark mitochondria and

@@ -175,7 +175,11 @@ void draw_filaments(Volume& out, int count, SplitMix& r) {
     const double mod_freq = r.uniform(0.02, 0.1), mod_phase = r.uniform(0, kTwoPi);
     const double mod_amp = r.uniform(0.0, 0.4);
     const Vec3 start = random_point(r, s);
-    const Vec3 dir0 = random_unit(r);
+    // Half of the curves run mostly laterally (like cytoskeleton in flat cells).
+    const bool planar = r.uniform() < 0.5;
+    Vec3 dir0 = random_unit(r);
+    if (planar) dir0 = normalized({dir0.z * 0.2, dir0.y, dir0.x});
+    const double z_damp = planar ? 0.2 : 1.0;
     const uint64_t walk_seed = r.next();
     const double step = std::min(0.5, 0.5 * sigma);
     const double rad = 3.0 * sigma;
@@ -200,7 +204,8 @@ void draw_filaments(Volume& out, int count, SplitMix& r) {
               float& o = d[(z * s.y + y) * s.x + x];
               if (v > o) o = v;
             }
-        dir = normalized(dir + Vec3{w.normal(), w.normal(), w.normal()} * (stiffness * std::sqrt(step)));
+        dir = normalized(dir + Vec3{w.normal() * z_damp, w.normal(), w.normal()} * (stiffness * std::sqrt(step)));
+        if (planar) dir.z *= 0.98;
         p = p + dir * step;
       }
     }
@@ -244,7 +249,7 @@ std::vector<Blob> place_blobs(int count, double rmin, double rmax, double cleara
 void draw_nuclei(Volume& out, int count, SplitMix& r) {
   const Shape3 s = out.shape();
   const double scale = std::cbrt(static_cast<double>(std::min({s.z, s.y, s.x})) / 128.0);
-  const double rmin = std::max(3.0, 8.0 * scale), rmax = std::max(4.0, 18.0 * scale);
+  const double rmin = std::max(3.0, 10.0 * scale), rmax = std::max(4.0, 24.0 * scale);
   const auto blobs = place_blobs(count, rmin, rmax, 3.0, s, r);
   const Volume tex = smooth_noise(s, 1.5, r.next());
   const Volume coarse = smooth_noise(s, 4.0, r.next());
@@ -559,14 +564,14 @@ Volume make_phantom(const PhantomParams& p) {
     case PhantomKind::Filaments: {
       out = background(s, r, 0.03, 0.015);
       Volume f(s, DType::F32);
-      draw_filaments(f, auto_count(p.n_filaments, 24, s), r);
+      draw_filaments(f, auto_count(p.n_filaments, 48, s), r);
       add_scaled(out, f, 1.0);
       break;
     }
     case PhantomKind::Nuclei: {
       out = background(s, r, 0.03, 0.015);
       Volume f(s, DType::F32);
-      draw_nuclei(f, auto_count(p.n_nuclei, 6, s), r);
+      draw_nuclei(f, auto_count(p.n_nuclei, 10, s), r);
       add_scaled(out, f, 1.0);
       break;
     }
@@ -599,12 +604,12 @@ Volume make_phantom(const PhantomParams& p) {
       }
       if (use[1]) {
         Volume f(s, DType::F32);
-        draw_nuclei(f, auto_count(p.n_nuclei, 6, s), r);
+        draw_nuclei(f, auto_count(p.n_nuclei, 10, s), r);
         add_scaled(out, f, r.uniform(0.4, 0.9));
       }
       if (use[2]) {
         Volume f(s, DType::F32);
-        draw_filaments(f, auto_count(p.n_filaments, 24, s), r);
+        draw_filaments(f, auto_count(p.n_filaments, 48, s), r);
         add_scaled(out, f, r.uniform(0.4, 1.0));
       }
       if (use[3]) {

@@ -161,10 +161,10 @@ TEST(Phantom, NucleiAreSeparateBlobs) {
   for (int64_t c : comp)
     if (c >= 200) big.push_back(c);
   EXPECT_EQ(big.size(), 4u);
-  // Radii at 96^3: ~7-16 voxels (times 0.6-1.25 per axis) -> volumes of ~600 to ~20000 voxels.
+  // Radii at 96^3: ~9-22 voxels (times 0.6-1.25 per axis) -> ~1500 to ~60000 voxels.
   for (int64_t c : big) {
-    EXPECT_GT(c, 400);
-    EXPECT_LT(c, 30000);
+    EXPECT_GT(c, 1000);
+    EXPECT_LT(c, 80000);
   }
 }
 
