@@ -54,8 +54,8 @@ struct PretrainParams {
   int64_t steps = 1000;            // total steps of the run (a resumed run continues to this)
   int64_t batch = 8;
   PairParams pairs;
-  double lr = 3e-4;                // Adam (beta 0.9/0.999, eps 1e-8), linear warm-up then constant
-  int64_t warmup = 200;
+  double lr = 4e-4;                // Adam (beta 0.9/0.999, eps 1e-8), linear warm-up then constant
+  int64_t warmup = 100;
   double min_lr_ratio = 1.0;       // < 1: cosine decay from lr to lr*ratio over `steps`
   uint64_t seed = 0;
   int64_t phantom_size = 96;       // edge of the generated phantom cubes

@@ -27,9 +27,9 @@ namespace isoprompt {
 
 SwinConfig default_backbone_config() {
   SwinConfig c;
-  c.embed_dim = 48;
-  c.depths = {4, 4};
-  c.num_heads = {4, 4};
+  c.embed_dim = 32;
+  c.depths = {2, 2, 2};
+  c.num_heads = {4, 4, 4};
   c.window_size = 8;
   c.mlp_ratio = 2.0;
   c.num_feat = 32;
@@ -291,7 +291,7 @@ std::pair<double, double> validate_net(SwinIR& net, const ValSet& vs, const c10:
   return {in / double(n), out / double(n)};
 }
 
-// The parameters that define the data stream and the optimisation: a resumed run must match.
+// The parameters that define the data stream: a resumed run must match them.
 std::string stream_json(const PretrainParams& p) {
   nlohmann::ordered_json j;
   j["seed"] = p.seed;
@@ -302,13 +302,19 @@ std::string stream_json(const PretrainParams& p) {
   j["poisson"] = {p.pairs.poisson_prob, p.pairs.poisson_min, p.pairs.poisson_max};
   j["gaussian"] = {p.pairs.gaussian_prob, p.pairs.gaussian_max};
   j["lateral_blur_prob"] = p.pairs.lateral_blur_prob;
-  j["lr"] = p.lr;
-  j["warmup"] = p.warmup;
-  j["min_lr_ratio"] = p.min_lr_ratio;
   j["phantom_size"] = p.phantom_size;
   j["phantom_every"] = p.phantom_every;
   j["user_data"] = p.user_names;
   j["user_fraction"] = p.user_fraction;
+  return j.dump();
+}
+
+// The learning-rate schedule: a resumed run may change it (with a warning), e.g. to anneal.
+std::string optim_json(const PretrainParams& p) {
+  nlohmann::ordered_json j;
+  j["lr"] = p.lr;
+  j["warmup"] = p.warmup;
+  j["min_lr_ratio"] = p.min_lr_ratio;
   return j.dump();
 }
 
@@ -334,6 +340,7 @@ void write_checkpoint(const std::string& path, const TrainState& st, const Pretr
                                           {"seconds", fmt_double(seconds)},
                                           {"config", p.config.to_json()},
                                           {"stream", stream_json(p)},
+                                          {"optim", optim_json(p)},
                                           {"loss_acc", fmt_double(st.loss_acc)},
                                           {"loss_n", std::to_string(st.loss_n)}};
   write_safetensors(path, list, meta);
@@ -357,6 +364,8 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
   if (get("stream") != stream_json(p))
     throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path, get("stream"),
                 stream_json(p));
+  if (get("optim") != optim_json(p))
+    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path, optim_json(p), get("optim"));
   at::NoGradGuard ng;
   for (size_t i = 0; i < st.params.size(); ++i) {
     const std::string& name = st.params[i].first;
@@ -552,6 +561,7 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
         {"pretrain_crop", std::to_string(p.pairs.crop)},
         {"pretrain_seconds", fmt::format("{:.0f}", res.seconds)},
         {"pretrain_settings", stream_json(p)},
+        {"pretrain_optim", optim_json(p)},
         {"val_psnr_input", fmt::format("{:.3f}", res.val_psnr_input)},
         {"val_psnr_output", fmt::format("{:.3f}", res.val_psnr_output)},
         {"created", iso_date()}};
