@@ -58,6 +58,33 @@ namespace io {
 
 std::string exact_number(double v) { return fmt::format("{}", v); }
 
+std::string printable(const std::string& s) {
+  // Valid UTF-8 is kept; other bytes >= 0x80 are taken as Latin-1 (as in older files
+  // that write "\xB5m") and re-encoded; control characters become '?'.
+  std::string out;
+  out.reserve(s.size());
+  for (size_t i = 0; i < s.size();) {
+    const auto b = static_cast<unsigned char>(s[i]);
+    if (b < 0x80) {
+      out += (b < 0x20 || b == 0x7F) ? '?' : static_cast<char>(b);
+      ++i;
+      continue;
+    }
+    const size_t len = (b >= 0xC2 && b <= 0xDF) ? 2 : (b >= 0xE0 && b <= 0xEF) ? 3 : (b >= 0xF0 && b <= 0xF4) ? 4 : 0;
+    bool ok = len > 0 && i + len <= s.size();
+    for (size_t k = 1; ok && k < len; ++k) ok = (static_cast<unsigned char>(s[i + k]) & 0xC0) == 0x80;
+    if (ok) {
+      out.append(s, i, len);
+      i += len;
+    } else {
+      out += static_cast<char>(0xC0 | (b >> 6));
+      out += static_cast<char>(0x80 | (b & 0x3F));
+      ++i;
+    }
+  }
+  return out;
+}
+
 double round_significant(double v, int digits) {
   if (!(v != 0) || !std::isfinite(v)) return v;
   // Through text, so the result is the double nearest to the rounded decimal.
@@ -133,7 +160,7 @@ ImageJMeta parse_imagej(const std::string& d, const std::string& path) {
     start = end + 1;
     const auto eq = line.find('=');
     if (eq == std::string::npos) continue;
-    m.kv[trim(line.substr(0, eq))] = trim(line.substr(eq + 1));
+    m.kv[printable(trim(line.substr(0, eq)))] = printable(trim(line.substr(eq + 1)));
   }
   auto get_int = [&](const char* key, int64_t& out) {
     auto it = m.kv.find(key);
@@ -155,7 +182,7 @@ ImageJMeta parse_imagej(const std::string& d, const std::string& path) {
     m.has_spacing = true;
   }
   auto un = m.kv.find("unit");
-  if (un != m.kv.end()) m.unit = unescape_java(un->second);
+  if (un != m.kv.end()) m.unit = printable(unescape_java(un->second));
   return m;
 }
 
@@ -231,7 +258,7 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
       return;
     }
     if (!parse_int(a.value(), out) || out < 1)
-      throw_input("bad OME-XML in {}: {}=\"{}\" is not a positive whole number", path, key, a.value());
+      throw_input("bad OME-XML in {}: {}=\"{}\" is not a positive whole number", path, key, printable(a.value()));
   };
   get_size("SizeX", m.size_x, true);
   get_size("SizeY", m.size_y, true);
@@ -241,7 +268,7 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
   if (m.size_z * m.size_c * m.size_time > (int64_t(1) << 32))
     throw_input("bad OME-XML in {}: SizeZ*SizeC*SizeT = {} planes is implausible", path,
                 m.size_z * m.size_c * m.size_time);
-  m.dimension_order = pixels.attribute("DimensionOrder").as_string("XYZCT");
+  m.dimension_order = printable(pixels.attribute("DimensionOrder").as_string("XYZCT"));
   {
     std::string o = m.dimension_order;
     std::string sorted = o;
@@ -249,16 +276,16 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
     if (o.size() != 5 || o.compare(0, 2, "XY") != 0 || sorted != "CTXYZ")
       throw_input("bad OME-XML in {}: DimensionOrder=\"{}\" is not one of XYZCT, XYZTC, XYCZT, ...", path, o);
   }
-  m.type = pixels.attribute("Type").as_string();
+  m.type = printable(pixels.attribute("Type").as_string());
   const char* keys[3] = {"PhysicalSizeZ", "PhysicalSizeY", "PhysicalSizeX"};
   for (int i = 0; i < 3; ++i) {
     const auto a = pixels.attribute(keys[i]);
     if (!a) continue;
     double v;
     if (!parse_double(a.value(), v) || !(v > 0) || !std::isfinite(v))
-      throw_input("bad OME-XML in {}: {}=\"{}\" is not a positive number", path, keys[i], a.value());
+      throw_input("bad OME-XML in {}: {}=\"{}\" is not a positive number", path, keys[i], printable(a.value()));
     m.phys[i] = v;
-    m.phys_unit[i] = pixels.attribute((std::string(keys[i]) + "Unit").c_str()).as_string();
+    m.phys_unit[i] = printable(pixels.attribute((std::string(keys[i]) + "Unit").c_str()).as_string());
   }
 
   // Plane -> IFD map. Without TiffData, planes are stored in DimensionOrder, one per IFD.

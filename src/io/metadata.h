@@ -42,6 +42,9 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path);
 std::string imagej_description(const Volume& v, double min_value, double max_value);
 std::string ome_description(const Volume& v, const std::string& name);
 
+// Replaces control characters (from a corrupt file) so messages stay one readable line.
+std::string printable(const std::string& s);
+
 // Formats a double with the fewest digits that read back as the same double.
 std::string exact_number(double v);
 // Rounds to `digits` significant digits (used to remove float32 noise from 1/resolution).

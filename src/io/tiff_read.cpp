@@ -1,11 +1,14 @@
 // Reading TIFF stacks (ImageJ, OME-TIFF, plain) into a Volume.
 #include <tiffio.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
@@ -135,6 +138,9 @@ struct Layout {
   int64_t nz = 1, nc = 1, nt = 1;
   std::string flavor = "plain";
   std::vector<int64_t> ifd;  // (t * nc + c) * nz + z -> page
+  // ImageJ's layout for stacks over 4 GiB: one IFD, then all images back to back.
+  bool contiguous = false;
+  int64_t images() const { return nz * nc * nt; }
   int64_t page(int64_t z, int64_t c, int64_t t) const { return ifd[static_cast<size_t>((t * nc + c) * nz + z)]; }
 };
 
@@ -249,6 +255,59 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
   return true;
 }
 
+// tifffile's own description {"shape": [...], "axes": "..."} (napari saves this way).
+// A plain z stack needs nothing from it; with more than one non-planar axis the axes
+// say which is which, and without them the file is ambiguous.
+bool tifffile_layout(const std::string& desc, int64_t n_pages, const std::string& path, Layout& lay) {
+  if (desc.empty() || desc[0] != '{') return false;
+  const auto j = nlohmann::json::parse(desc, nullptr, /*allow_exceptions=*/false);
+  if (!j.is_object() || !j.contains("shape") || !j["shape"].is_array()) return false;
+  std::vector<int64_t> dims;
+  for (const auto& d : j["shape"]) {
+    if (!d.is_number_integer() || d.get<int64_t>() < 1) return false;
+    dims.push_back(d.get<int64_t>());
+  }
+  if (dims.size() < 3) return false;
+  std::vector<int64_t> lead(dims.begin(), dims.end() - 2);
+  int64_t n_lead = 1;
+  for (int64_t d : lead) n_lead *= d;
+  if (n_lead != n_pages) return false;  // several series or a different layout: plain pages
+  int n_big = 0;
+  for (int64_t d : lead) n_big += d > 1;
+  if (n_big <= 1) return false;  // a plain stack
+  std::string axes = j.contains("axes") && j["axes"].is_string() ? j["axes"].get<std::string>() : "";
+  std::string shape_text = j["shape"].dump();
+  if (axes.size() != dims.size())
+    throw_input("{} was written by tifffile with shape {} and no axes: more than one axis besides y and x, so the z "
+                "axis is ambiguous (save it as an ImageJ hyperstack or OME-TIFF)",
+                path, shape_text);
+  std::vector<int64_t> stride(lead.size(), 1);
+  for (size_t i = lead.size(); i-- > 1;) stride[i - 1] = stride[i] * lead[i];
+  int64_t pos_z = -1, pos_c = -1, pos_t = -1;
+  for (size_t i = 0; i < lead.size(); ++i) {
+    if (lead[i] == 1) continue;  // a length-1 axis does not move the page index
+    const char a = static_cast<char>(std::toupper(static_cast<unsigned char>(axes[i])));
+    int64_t* slot = a == 'Z' ? &pos_z : a == 'C' ? &pos_c : a == 'T' ? &pos_t : nullptr;
+    if (!slot || *slot >= 0)
+      throw_input("{} was written by tifffile with axes {} and shape {}: only one Z, C and T axis besides Y and X "
+                  "can be read",
+                  path, io::printable(axes), shape_text);
+    *slot = static_cast<int64_t>(i);
+  }
+  auto size_of = [&](int64_t pos) { return pos < 0 ? int64_t(1) : lead[static_cast<size_t>(pos)]; };
+  auto stride_of = [&](int64_t pos) { return pos < 0 ? int64_t(0) : stride[static_cast<size_t>(pos)]; };
+  lay.nz = size_of(pos_z);
+  lay.nc = size_of(pos_c);
+  lay.nt = size_of(pos_t);
+  lay.ifd.resize(static_cast<size_t>(lay.images()));
+  for (int64_t t = 0; t < lay.nt; ++t)
+    for (int64_t c = 0; c < lay.nc; ++c)
+      for (int64_t z = 0; z < lay.nz; ++z)
+        lay.ifd[static_cast<size_t>((t * lay.nc + c) * lay.nz + z)] =
+            z * stride_of(pos_z) + c * stride_of(pos_c) + t * stride_of(pos_t);
+  return true;
+}
+
 Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& path, std::unique_ptr<io::ImageJMeta>& ij,
                    std::unique_ptr<io::OmeMeta>& ome) {
   Layout lay;
@@ -280,11 +339,10 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
       throw_input("bad ImageJ metadata in {}: channels={} x slices={} x frames={} does not equal images={}", path,
                   lay.nc, lay.nz, lay.nt, images);
     if (images > n_pages) {
-      if (n_pages == 1)
-        throw_input("{} has 1 page but its ImageJ metadata says images={}: ImageJ's raw large-stack layout is not "
-                    "supported (re-save it as BigTIFF or OME-TIFF)",
-                    path, images);
-      throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
+      // One page and images=N: ImageJ wrote the stack contiguously (checked by the caller).
+      lay.contiguous = n_pages == 1;
+      if (!lay.contiguous)
+        throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
                   n_pages);
     }
     // ImageJ hyperstacks store channels fastest, then slices, then frames.
@@ -295,6 +353,7 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
           lay.ifd[static_cast<size_t>((t * lay.nc + c) * lay.nz + z)] = (t * lay.nz + z) * lay.nc + c;
     return lay;
   }
+  if (tifffile_layout(desc, n_pages, path, lay)) return lay;
   lay.nz = n_pages;
   lay.ifd.resize(static_cast<size_t>(n_pages));
   for (int64_t z = 0; z < n_pages; ++z) lay.ifd[static_cast<size_t>(z)] = z;
@@ -358,8 +417,11 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   // Refuse headers whose dimensions the file cannot back, before allocating anything.
   const double page_bytes = double(f0.width) * double(f0.height) * double(f0.bps / 8);
   const double all_bytes = page_bytes * double(n_pages);
-  // Deflate compresses at most ~1030:1 and LZW ~1400:1 (constant data); more is a lie.
-  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : 2000.0;
+  // Deflate compresses at most ~1030:1, LZW ~1400:1, packbits 64:1 (constant data): more
+  // is a lie. zstd, LZMA and others can go far higher, so they get a loose bound only.
+  const bool classic_codec = f0.compression == COMPRESSION_LZW || f0.compression == COMPRESSION_DEFLATE ||
+                             f0.compression == COMPRESSION_ADOBE_DEFLATE || f0.compression == COMPRESSION_PACKBITS;
+  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : classic_codec ? 2000.0 : 1e6;
   if (all_bytes > max_ratio * double(file_size) + 65536.0)
     throw_input(
         "implausible TIFF header in {}: {}x{} pixels x {} pages of {} ({}) but the file has only {} bytes{}", path,
@@ -381,6 +443,10 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   std::string unit;
   info.calibrated = calibration(t, lay, ij.get(), ome.get(), path, vs, unit, info.file_unit);
 
+  if (lay.nz == 1 && lay.nt > 1 && !opts.allow_2d)
+    throw_input("{} holds {} time points of a single plane, not a z stack; if its frames are really z planes, swap "
+                "them in Fiji (Image > Hyperstacks > Re-order Hyperstacks) and save again",
+                path, lay.nt);
   const int c = select_index(opts.channel, lay.nc, "channel", "--channel", path);
   const int tp = select_index(opts.time, lay.nt, "time point", "--time", path);
   info.channel = c;
@@ -389,8 +455,43 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     throw_input("{} is a 2D image ({}x{} pixels, one plane): a 3D stack (several z planes) is needed", path, f0.width,
                 f0.height);
 
+  // ImageJ contiguous layout: image i sits at page 0's data offset + i * plane size.
+  uint64_t contiguous_offset = 0;
+  if (lay.contiguous) {
+    const uint64_t plane = static_cast<uint64_t>(f0.width) * f0.height * (f0.bps / 8);
+    const uint32_t n_strips = f0.tiled ? 0 : TIFFNumberOfStrips(t);
+    bool ok = f0.compression == COMPRESSION_NONE && !f0.tiled && n_strips > 0;
+    uint64_t next = ok ? TIFFGetStrileOffset(t, 0) : 0;
+    contiguous_offset = next;
+    for (uint32_t i = 0; ok && i < n_strips; ++i) {
+      ok = TIFFGetStrileOffset(t, i) == next;
+      next += TIFFGetStrileByteCount(t, i);
+    }
+    if (!ok)
+      throw_input("{} has 1 page but its ImageJ metadata says images={}, and its data are not one uncompressed "
+                  "block as ImageJ writes large stacks",
+                  path, lay.images());
+    const uint64_t end = contiguous_offset + plane * static_cast<uint64_t>(lay.images());
+    if (end > file_size)
+      throw_input("truncated TIFF file {}: its ImageJ metadata says images={} stored after page 0, which needs {} "
+                  "bytes but the file has only {}",
+                  path, lay.images(), end, file_size);
+    log_debug("{}: ImageJ contiguous stack of {} images at byte {}", path, lay.images(), contiguous_offset);
+  }
+  const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
+
+  // The stack must fit in memory (allocation would otherwise end in the OOM killer).
+  {
+    const double need = page_bytes * double(lay.nz);
+    const long n_phys = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+    const double ram = n_phys > 0 && page_size > 0 ? double(n_phys) * double(page_size) : 0.0;
+    if (ram > 0 && need > ram)
+      throw_input("{} is too large for this machine: {}x{}x{} {} needs {} but there are {} of memory", path, lay.nz,
+                  f0.height, f0.width, dtype_name(dtype), human_bytes(need), human_bytes(ram));
+  }
+
   // Page -> z for the planes we read; -1 for the others.
-  std::vector<int64_t> page_z(static_cast<size_t>(n_pages), -1);
+  std::vector<int64_t> page_z(static_cast<size_t>(n_virtual), -1);
   for (int64_t z = 0; z < lay.nz; ++z) page_z[static_cast<size_t>(lay.page(z, c, tp))] = z;
 
   // Validate every page before allocating: same size and format, data inside the file.
@@ -405,7 +506,7 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     if (f.bps != f0.bps || f.sample_format != f0.sample_format || f.spp != f0.spp)
       throw_input("pages of different sample formats in {}: page {} is {} but page 0 is {}", path, p,
                   sample_format_name(f.bps, f.sample_format), sample_format_name(f0.bps, f0.sample_format));
-    if (page_z[static_cast<size_t>(p)] >= 0) {
+    if (page_z[static_cast<size_t>(p)] >= 0 || lay.contiguous) {
       if (!TIFFIsCODECConfigured(f.compression))
         throw_input("unsupported compression in {}: page {} uses {}", path, p, compression_name(f.compression));
       check_data_extent(t, path, p, n_pages, file_size);
@@ -419,7 +520,26 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   if (vol.size_bytes() > (size_t(256) << 20))
     progress = std::make_unique<Progress>("reading " + fs::path(path).filename().string(), lay.nz, "planes");
   int64_t done = 0;
-  for (int64_t p = 0; p < n_pages; ++p) {
+  if (lay.contiguous) {
+    std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(path.c_str(), "rb"), &std::fclose);
+    if (!fp) throw_input("cannot open input file {}: {}", path, std::strerror(errno));
+    for (int64_t p = 0; p < n_virtual; ++p) {
+      const int64_t z = page_z[static_cast<size_t>(p)];
+      if (z < 0) continue;
+      uint8_t* dst = base + static_cast<size_t>(z) * plane_bytes;
+      const uint64_t off = contiguous_offset + static_cast<uint64_t>(p) * plane_bytes;
+      if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 ||
+          std::fread(dst, 1, plane_bytes, fp.get()) != plane_bytes)
+        throw_input("truncated TIFF file {}: cannot read image {} at byte {}", path, p, off);
+      if (info.big_endian && dtype == DType::U16)
+        TIFFSwabArrayOfShort(reinterpret_cast<uint16_t*>(dst), static_cast<tmsize_t>(plane_bytes / 2));
+      if (info.big_endian && dtype == DType::F32)
+        TIFFSwabArrayOfFloat(reinterpret_cast<float*>(dst), static_cast<tmsize_t>(plane_bytes / 4));
+      ++done;
+      if (progress) progress->update(done);
+    }
+  }
+  for (int64_t p = 0; p < n_pages && !lay.contiguous; ++p) {
     const int64_t z = page_z[static_cast<size_t>(p)];
     if (z < 0) continue;
     if (!goto_page(t, p))

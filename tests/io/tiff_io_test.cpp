@@ -4,8 +4,8 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <unistd.h>
 #include <limits>
-#include <tuple>
 
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
@@ -63,43 +63,43 @@ std::string read_error(const std::string& path, const ReadOptions& o = {}) {
 
 }  // namespace
 
-// ---- round trips: every dtype x flavour x classic/BigTIFF x compression ----------------
+// ---- round trips ------------------------------------------------------------------------
 
-using RoundTripParam = std::tuple<DType, WriteOptions::Flavor, bool, WriteOptions::Compression>;
-class RoundTrip : public ::testing::TestWithParam<RoundTripParam> {};
-
-// Values come back bit-exact, voxel sizes as the same doubles, and the file is what was asked.
-TEST_P(RoundTrip, ValuesAndVoxelSizeExact) {
-  const auto [dtype, flavor, bigtiff, comp] = GetParam();
-  TempDir dir;
-  const std::string path = dir.file(flavor == WriteOptions::OME ? "v.ome.tif" : "v.tif");
-  const Volume v = pattern_volume(dtype);
-  WriteOptions wo;
-  wo.flavor = WriteOptions::Auto;  // chosen from the name
-  wo.compression = comp;
-  wo.force_bigtiff = bigtiff;
-  write_volume(path, v, wo);
-  TiffFileInfo fi;
-  const Volume r = read_volume(path, {}, &fi);
-  EXPECT_TRUE(same_bytes(v, r));
-  EXPECT_EQ(r.voxel_size(), v.voxel_size());  // exact double equality
-  EXPECT_EQ(r.unit(), "micron");
-  EXPECT_EQ(fi.flavor, flavor == WriteOptions::OME ? "OME" : "ImageJ");
-  EXPECT_EQ(fi.bigtiff, bigtiff);
-  EXPECT_EQ(fi.compression, comp == WriteOptions::None ? "none" : comp == WriteOptions::LZW ? "LZW" : "deflate");
-  EXPECT_TRUE(fi.calibrated);
-  EXPECT_EQ(fi.pages, 3);
-  // No temporary file is left next to the output.
-  int n_files = 0;
-  for (auto& e : fs::directory_iterator(dir.path())) n_files += e.is_regular_file();
-  EXPECT_EQ(n_files, 1);
+// Every dtype x flavour x classic/BigTIFF x compression: values come back bit-exact,
+// voxel sizes as the same doubles, and the file is what was asked for. (One test, not 36
+// parametrised ones: ctest starts a process per test, and each start loads LibTorch.)
+TEST(TiffRoundTrip, AllDtypesFlavoursContainersCompressions) {
+  for (DType dtype : {DType::U8, DType::U16, DType::F32})
+    for (auto flavor : {WriteOptions::ImageJ, WriteOptions::OME})
+      for (bool bigtiff : {false, true})
+        for (auto comp : {WriteOptions::None, WriteOptions::Deflate, WriteOptions::LZW}) {
+          SCOPED_TRACE(fmt::format("{} {} bigtiff={} compression={}", dtype_name(dtype),
+                                   flavor == WriteOptions::OME ? "OME" : "ImageJ", bigtiff, int(comp)));
+          TempDir dir;
+          const std::string path = dir.file(flavor == WriteOptions::OME ? "v.ome.tif" : "v.tif");
+          const Volume v = pattern_volume(dtype);
+          WriteOptions wo;
+          wo.flavor = WriteOptions::Auto;  // chosen from the name
+          wo.compression = comp;
+          wo.force_bigtiff = bigtiff;
+          write_volume(path, v, wo);
+          TiffFileInfo fi;
+          const Volume r = read_volume(path, {}, &fi);
+          EXPECT_TRUE(same_bytes(v, r));
+          EXPECT_EQ(r.voxel_size(), v.voxel_size());  // exact double equality
+          EXPECT_EQ(r.unit(), "micron");
+          EXPECT_EQ(fi.flavor, flavor == WriteOptions::OME ? "OME" : "ImageJ");
+          EXPECT_EQ(fi.bigtiff, bigtiff);
+          EXPECT_EQ(fi.compression,
+                    comp == WriteOptions::None ? "none" : comp == WriteOptions::LZW ? "LZW" : "deflate");
+          EXPECT_TRUE(fi.calibrated);
+          EXPECT_EQ(fi.pages, 3);
+          // No temporary file is left next to the output.
+          int n_files = 0;
+          for (auto& e : fs::directory_iterator(dir.path())) n_files += e.is_regular_file();
+          EXPECT_EQ(n_files, 1);
+        }
 }
-
-INSTANTIATE_TEST_SUITE_P(
-    AllFormats, RoundTrip,
-    ::testing::Combine(::testing::Values(DType::U8, DType::U16, DType::F32),
-                       ::testing::Values(WriteOptions::ImageJ, WriteOptions::OME), ::testing::Bool(),
-                       ::testing::Values(WriteOptions::None, WriteOptions::Deflate, WriteOptions::LZW)));
 
 // Voxel sizes that are not binary fractions, in every axis, survive both flavours exactly.
 TEST(TiffWrite, AwkwardVoxelSizesReadBackExactly) {
@@ -361,6 +361,39 @@ TEST(TiffRead, OmeDimensionOrderAndChannels) {
   EXPECT_EQ(v.voxel_size(), (VoxelSize{1, 0.2, 0.2}));
 }
 
+// tifffile's shaped description: axes say which leading axis is z; without axes, more
+// than one leading axis is refused as ambiguous; a plain [z, y, x] shape needs nothing.
+TEST(TiffRead, TifffileShapedDescription) {
+  TempDir dir;
+  auto write = [&](const std::string& name, const std::string& desc) {
+    std::vector<RawPage> pages;
+    for (int page = 0; page < 6; ++page) {
+      RawPage p = make_page<uint8_t>(2, 2, [page](uint32_t, uint32_t) { return page; });
+      if (page == 0) p.description = desc;
+      pages.push_back(p);
+    }
+    write_raw_tiff(dir.file(name), pages);
+    return dir.file(name);
+  };
+  const std::string czyx = write("czyx.tif", "{\"shape\": [2, 3, 2, 2], \"axes\": \"CZYX\"}");
+  ReadOptions o;
+  o.channel = 1;
+  Volume v = read_volume(czyx, o);  // pages: c * 3 + z
+  ASSERT_EQ(v.nz(), 3);
+  EXPECT_EQ(v.at<uint8_t>(0, 0, 0), 3);
+  EXPECT_EQ(v.at<uint8_t>(2, 1, 1), 5);
+  const std::string zcyx = write("zcyx.tif", "{\"shape\": [1, 3, 2, 2, 2], \"axes\": \"TZCYX\"}");
+  v = read_volume(zcyx, o);  // pages: z * 2 + c
+  EXPECT_EQ(v.at<uint8_t>(0, 0, 0), 1);
+  EXPECT_EQ(v.at<uint8_t>(2, 0, 0), 5);
+  const std::string noaxes = write("noaxes.tif", "{\"shape\": [2, 3, 2, 2]}");
+  EXPECT_EQ(read_error(noaxes), noaxes + " was written by tifffile with shape [2,3,2,2] and no axes: more than one "
+                                         "axis besides y and x, so the z axis is ambiguous (save it as an ImageJ "
+                                         "hyperstack or OME-TIFF)");
+  const std::string plain = write("plain.tif", "{\"shape\": [6, 2, 2]}");
+  EXPECT_EQ(read_volume(plain).nz(), 6);
+}
+
 // TiffData with FirstZ/IFD maps planes to arbitrary pages.
 TEST(TiffRead, OmeTiffDataMapsPlanes) {
   const std::string xml =
@@ -370,6 +403,66 @@ TEST(TiffRead, OmeTiffDataMapsPlanes) {
   EXPECT_EQ(m.ifd_of(2, 0, 0), 0);
   EXPECT_EQ(m.ifd_of(0, 0, 0), 1);
   EXPECT_EQ(m.ifd_of(1, 0, 0), 2);
+}
+
+// Writes ImageJ's layout for stacks over 4 GiB, small: a big-endian classic TIFF whose
+// only IFD describes image 0, with all n images stored back to back from byte 8.
+void write_imagej_contiguous(const std::string& path, uint32_t w, uint32_t h, uint32_t n,
+                             const std::vector<uint16_t>& values, const std::string& desc) {
+  std::string b = "MM";
+  auto u16 = [&](uint16_t v) { b += char(v >> 8), b += char(v & 0xFF); };
+  auto u32 = [&](uint32_t v) { u16(uint16_t(v >> 16)), u16(uint16_t(v & 0xFFFF)); };
+  u16(42);
+  const uint32_t data_bytes = w * h * n * 2;
+  const uint32_t desc_off = 8 + data_bytes;
+  const uint32_t ifd_off = desc_off + uint32_t(desc.size()) + 1 + ((desc.size() + 1) % 2);
+  u32(ifd_off);
+  for (uint16_t v : values) u16(v);
+  b += desc;
+  b += '\0';
+  while (b.size() < ifd_off) b += '\0';
+  u16(10);
+  auto entry = [&](uint16_t tag, uint16_t type, uint32_t count, uint32_t value) {
+    u16(tag), u16(type), u32(count);
+    if (type == TIFF_SHORT) u16(uint16_t(value)), u16(0);
+    else u32(value);
+  };
+  entry(256, TIFF_LONG, 1, w);
+  entry(257, TIFF_LONG, 1, h);
+  entry(258, TIFF_SHORT, 1, 16);
+  entry(259, TIFF_SHORT, 1, 1);
+  entry(262, TIFF_SHORT, 1, 1);
+  entry(270, TIFF_ASCII, uint32_t(desc.size() + 1), desc_off);
+  entry(273, TIFF_LONG, 1, 8);
+  entry(277, TIFF_SHORT, 1, 1);
+  entry(278, TIFF_LONG, 1, h);
+  entry(279, TIFF_LONG, 1, w * h * 2);
+  u32(0);
+  write_bytes(path, b);
+}
+
+// ImageJ's large-stack layout (one IFD, images=N contiguous), big-endian: all planes read.
+TEST(TiffRead, ImageJContiguousLargeStackLayout) {
+  TempDir dir;
+  std::vector<uint16_t> values(4 * 3 * 5);
+  for (size_t i = 0; i < values.size(); ++i) values[i] = uint16_t(1000 + 300 * i);
+  const std::string desc = "ImageJ=1.54f\nimages=4\nslices=4\nunit=micron\nspacing=2.0\nloop=false\n";
+  write_imagej_contiguous(dir.file("big.tif"), 5, 3, 4, values, desc);
+  TiffFileInfo fi;
+  const Volume v = read_volume(dir.file("big.tif"), {}, &fi);
+  EXPECT_EQ(fi.pages, 1);
+  EXPECT_TRUE(fi.big_endian);
+  ASSERT_EQ(v.shape(), (Shape3{4, 3, 5}));
+  for (int64_t i = 0; i < v.numel(); ++i) ASSERT_EQ(v.data<uint16_t>()[i], values[size_t(i)]) << i;
+  EXPECT_EQ(v.voxel_size().z, 2.0);
+  // Cut the last image short: truncation, named with the number of bytes needed.
+  write_imagej_contiguous(dir.file("short.tif"), 5, 3, 4, values, "ImageJ=1.54f\nimages=20\nslices=20\n");
+  const std::string msg = read_error(dir.file("short.tif"));
+  EXPECT_EQ(msg.rfind("truncated TIFF file " + dir.file("short.tif") +
+                          ": its ImageJ metadata says images=20 stored after page 0, which needs 608 bytes",
+                      0),
+            0u)
+      << msg;
 }
 
 // ---- bad input: one InputError line naming the file and the value ----------------------
@@ -463,6 +556,33 @@ TEST(TiffReadErrors, ImplausibleHeaderDimensions) {
   }
 }
 
+// A plausible header (zstd can compress far beyond 2000:1) whose stack exceeds the
+// machine's memory is refused with the sizes, not left to the OOM killer.
+TEST(TiffReadErrors, StackLargerThanMemory) {
+  if (!TIFFIsCODECConfigured(COMPRESSION_ZSTD)) GTEST_SKIP() << "libtiff without zstd";
+  const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
+  // Incompressible pages of ram/1e5 bytes, so the file backs up to ~2e5 * ram/1e5 bytes of
+  // claimed data under the 1e6:1 bound; then claim a little more than ram.
+  const uint32_t side = static_cast<uint32_t>(std::sqrt(ram / 1e5 / 2)) + 1;
+  uint32_t seed = 1;
+  RawPage p = make_page<uint16_t>(side, side, [&](uint32_t, uint32_t) { return (seed = seed * 1103515245u + 12345u) >> 16; });
+  p.compression = COMPRESSION_ZSTD;
+  TempDir dir;
+  const std::string path = dir.file("big.tif");
+  write_raw_tiff(path, {p, p});
+  const uint32_t claim = static_cast<uint32_t>(std::sqrt(ram / 2 / 2)) + 16;  // 2 pages of uint16 > ram
+  patch_first_ifd_long(path, TIFFTAG_IMAGEWIDTH, claim);
+  patch_first_ifd_long(path, TIFFTAG_IMAGELENGTH, claim);
+  patch_first_ifd_long(path, TIFFTAG_ROWSPERSTRIP, claim);
+  // (Page 1 keeps its true size: the memory check must come before the per-page checks.)
+  const std::string msg = read_error(path);
+  EXPECT_EQ(msg.rfind(path + " is too large for this machine: 2x" + std::to_string(claim) + "x" +
+                          std::to_string(claim) + " uint16 needs ",
+                      0),
+            0u)
+      << msg;
+}
+
 TEST(TiffReadErrors, TwoDimensionalImageNeedsAllow2d) {
   TempDir dir;
   write_raw_tiff(dir.file("2d.tif"), {make_page<uint16_t>(12, 10, [](uint32_t, uint32_t) { return 1; })});
@@ -471,6 +591,52 @@ TEST(TiffReadErrors, TwoDimensionalImageNeedsAllow2d) {
   ReadOptions o;
   o.allow_2d = true;
   EXPECT_EQ(read_volume(dir.file("2d.tif"), o).shape(), (Shape3{1, 10, 12}));
+}
+
+// A time series of single planes is not mistaken for a z stack.
+TEST(TiffReadErrors, FramesOfSinglePlanes) {
+  TempDir dir;
+  RawPage p = make_page<uint8_t>(3, 3, [](uint32_t, uint32_t) { return 1; });
+  p.description = "ImageJ=1.11a\nimages=3\nframes=3\n";
+  write_raw_tiff(dir.file("ts.tif"), {p, p, p});
+  EXPECT_EQ(read_error(dir.file("ts.tif")),
+            dir.file("ts.tif") + " holds 3 time points of a single plane, not a z stack; if its frames are really z "
+                                 "planes, swap them in Fiji (Image > Hyperstacks > Re-order Hyperstacks) and save again");
+}
+
+// Random byte corruptions of a valid file never crash: each read succeeds or throws InputError.
+TEST(TiffReadErrors, RandomCorruptionsOnlyGiveInputErrors) {
+  TempDir dir;
+  std::vector<RawPage> pages;
+  for (int z = 0; z < 3; ++z) {
+    RawPage p = make_page<uint16_t>(20, 12, [z](uint32_t y, uint32_t x) { return z * 7 + y * 3 + x; });
+    p.description = "ImageJ=1.11a\nimages=3\nslices=3\nunit=micron\nspacing=0.5\n";
+    p.compression = z == 1 ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_NONE;
+    p.rows_per_strip = 5;
+    pages.push_back(p);
+  }
+  write_raw_tiff(dir.file("ok.tif"), pages);
+  const std::string good = read_bytes(dir.file("ok.tif"));
+  uint64_t state = 12345;
+  auto rnd = [&] { return (state = state * 6364136223846793005ull + 1442695040888963407ull) >> 33; };
+  int n_errors = 0, n_ok = 0;
+  for (int trial = 0; trial < 300; ++trial) {
+    std::string b = good;
+    const int n_flips = 1 + int(rnd() % 4);
+    for (int k = 0; k < n_flips; ++k) b[rnd() % b.size()] = static_cast<char>(rnd() & 0xFF);
+    if (trial % 10 == 0) b.resize(rnd() % b.size());
+    write_bytes(dir.file("bad.tif"), b);
+    try {
+      const Volume v = read_volume(dir.file("bad.tif"));
+      EXPECT_EQ(v.shape().y * v.shape().x, 240);
+      ++n_ok;
+    } catch (const InputError& e) {
+      EXPECT_EQ(std::string(e.what()).find('\n'), std::string::npos) << e.what();
+      ++n_errors;
+    }
+  }
+  EXPECT_GT(n_errors, 30);  // most corruptions are detected...
+  EXPECT_GT(n_ok, 30);      // ...and flips inside pixel data are just different values
 }
 
 TEST(TiffReadErrors, UnsupportedSampleFormats) {
@@ -547,6 +713,27 @@ TEST(TiffHandle, CapturesErrorsAndClosesOnMove) {
   EXPECT_FALSE(w);
 }
 
+// File descriptors are released by the destructor and by move-assignment.
+TEST(TiffHandle, ReleasesFileDescriptors) {
+  TempDir dir;
+  write_raw_tiff(dir.file("a.tif"), {make_page<uint8_t>(2, 2, [](uint32_t, uint32_t) { return 1; })});
+  auto open_fds = [] {
+    int n = 0;
+    for (auto& e : fs::directory_iterator("/proc/self/fd")) n += e.exists() ? 1 : 0;
+    return n;
+  };
+  const int before = open_fds();
+  {
+    io::TiffFile a = io::TiffFile::open(dir.file("a.tif"), "r");
+    io::TiffFile b = io::TiffFile::open(dir.file("a.tif"), "r");
+    ASSERT_TRUE(a && b);
+    EXPECT_EQ(open_fds(), before + 2);
+    a = std::move(b);  // a's first handle is closed here
+    EXPECT_EQ(open_fds(), before + 1);
+  }
+  EXPECT_EQ(open_fds(), before);
+}
+
 // ---- metadata helpers --------------------------------------------------------------------
 
 TEST(IoMetadata, UnitsAndExactNumbers) {
@@ -563,6 +750,8 @@ TEST(IoMetadata, UnitsAndExactNumbers) {
   EXPECT_EQ(scale_to_micron(33.855, 1e-3), 0.033855);
   EXPECT_EQ(scale_to_micron(1.5e-5, 1e3), 0.015);
   EXPECT_EQ(scale_to_micron(2, 25400), 50800);
+  EXPECT_EQ(io::printable("\xB5m"), "\xC2\xB5m");         // Latin-1 micro sign -> UTF-8
+  EXPECT_EQ(io::printable("\xC2\xB5m\n\x01"), "\xC2\xB5m??");  // UTF-8 kept, controls replaced
   EXPECT_EQ(io::exact_number(0.15), "0.15");
   EXPECT_EQ(io::exact_number(0.1 + 0.2), "0.30000000000000004");
   EXPECT_EQ(io::round_significant(1.0 / double(29.53846f), 7), 0.03385417);

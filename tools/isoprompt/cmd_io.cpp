@@ -151,17 +151,11 @@ void run_convert(const ConvertArgs& a) {
       v.set_voxel_size({vs[0], vs[1], vs[2]});
       v.set_unit(u);
     }
+  } else if (a.unit == "pixel") {
+    v.set_voxel_size({1, 1, 1});  // drop the calibration
+    v.set_unit("pixel");
   } else if (!a.unit.empty()) {
-    const double f = unit_to_micron(a.unit);
-    if (f > 0 && v.unit() == "pixel") {
-      // The existing numbers were in an unnamed unit: name it.
-      const VoxelSize o = v.voxel_size();
-      v.set_voxel_size({scale_to_micron(o.z, f), scale_to_micron(o.y, f), scale_to_micron(o.x, f)});
-      v.set_unit("micron");
-    } else if (a.unit == "pixel") {
-      v.set_voxel_size({1, 1, 1});
-      v.set_unit("pixel");
-    }
+    log_warn("--unit {} is ignored without --voxel-size (it gives the unit of --voxel-size)", a.unit);
   }
   if (change_dtype && target != v.dtype()) {
     if (target != DType::F32) {

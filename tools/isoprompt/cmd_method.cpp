@@ -1,7 +1,391 @@
+// `isoprompt predict` (isotropic reconstruction with a backbone, a prompt, a fully
+// fine-tuned model or interpolation only) and `isoprompt restore` (tune + predict).
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <memory>
+#include <string>
+
+#include <c10/util/Exception.h>
+
 #include "commands.h"
+#include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/infer.h"
+#include "isoprompt/io.h"
+#include "isoprompt/log.h"
+#include "isoprompt/model.h"
+#include "isoprompt/ops.h"
+#include "isoprompt/runtime.h"
+#include "isoprompt/train.h"
 
 namespace isoprompt::cli {
 
-void register_method_commands(CLI::App& app) { (void)app; }
+namespace {
+
+std::string num(double v) { return fmt::format("{:.6g}", v); }
+
+enum class Mode { Prompt, ZeroShot, Full, Interp };
+
+Mode parse_mode(const std::string& s) {
+  if (s == "prompt") return Mode::Prompt;
+  if (s == "zero-shot") return Mode::ZeroShot;
+  if (s == "full") return Mode::Full;
+  if (s == "interp") return Mode::Interp;
+  throw_input("unknown --mode '{}': expected prompt, zero-shot, full or interp", s);
+}
+
+const char* mode_text(Mode m) {
+  switch (m) {
+    case Mode::Prompt: return "prompt";
+    case Mode::ZeroShot: return "zero-shot";
+    case Mode::Full: return "full";
+    case Mode::Interp: return "interp";
+  }
+  return "?";
+}
+
+// Flags shared by predict and restore.
+struct ReconArgs {
+  std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "cubic";
+  std::string fuse = "mean", dtype;
+  int64_t tile = 0, overlap = -1, batch = 0;
+  double max_memory = 4.0;
+  int channel = -1, time = -1;
+  CLI::Option* interp_opt = nullptr;  // to know whether --interp was given
+  CLI::Option* mode_opt = nullptr;
+};
+
+struct PredictArgs : ReconArgs {
+  std::string prompt;
+};
+
+struct RestoreArgs : ReconArgs {
+  std::string prompt_out;
+  TuneParams tune;
+  std::string prompt_at = "tail", degrade = "average";
+  double psf_fwhm = 0, psf_sigma = 0;
+};
+
+// --backbone default: models/isoprompt-default.safetensors under $ISOPROMPT_MODELS, else
+// under the source tree.
+std::string resolve_backbone(const std::string& b) {
+  if (b != "default") {
+    check_input_file(b, "backbone file");
+    return b;
+  }
+  const char* env = std::getenv("ISOPROMPT_MODELS");
+  const std::string dir = env && *env ? std::string(env) : std::string(ISO_SOURCE_DIR) + "/models";
+  const std::string path = dir + "/isoprompt-default.safetensors";
+  if (!file_exists(path))
+    throw_input("default backbone {} not found: pass --backbone FILE or set ISOPROMPT_MODELS to its folder", path);
+  return path;
+}
+
+c10::Device parse_device(const std::string& s) {
+  try {
+    return c10::Device(s);
+  } catch (const c10::Error&) {
+    throw_input("unknown --device '{}': expected cpu, cuda or cuda:N", s);
+  }
+}
+
+// Parses --factor: a number >= 1, or "auto" (returns 0).
+double parse_factor(const std::string& s) {
+  if (s == "auto") return 0;
+  char* end = nullptr;
+  const double k = std::strtod(s.c_str(), &end);
+  if (s.empty() || *end != '\0' || !std::isfinite(k) || k < 1)
+    throw_input("--factor must be a number >= 1 or 'auto', got '{}'", s);
+  return k;
+}
+
+// Validates everything that needs no file, before any work.
+void check_recon_flags(const ReconArgs& a) {
+  parse_mode(a.mode);
+  parse_factor(a.factor);
+  parse_interp(a.interp);
+  parse_fuse(a.fuse);
+  if (!a.dtype.empty()) parse_dtype(a.dtype);
+  if (a.tile != 0 && a.tile < 16) throw_input("--tile {} is too small: use 0 (automatic) or at least 16", a.tile);
+  if (a.overlap < -1) throw_input("--overlap {} must be >= 0 (or -1 for automatic)", a.overlap);
+  if (a.batch < 0) throw_input("--batch {} must be >= 0 (0 = automatic)", a.batch);
+  if (!(a.max_memory > 0) || !std::isfinite(a.max_memory))
+    throw_input("--max-memory {} must be a positive number of GB", a.max_memory);
+  check_input_file(a.in, "input file");
+  check_output_path(a.out, {a.in});
+}
+
+Volume read_input(const ReconArgs& a, bool* calibrated) {
+  ReadOptions ro;
+  ro.channel = a.channel;
+  ro.time = a.time;
+  TiffFileInfo fi;
+  Volume v = read_volume(a.in, ro, &fi);
+  *calibrated = fi.calibrated;
+  return v;
+}
+
+// The z factor: --factor K, or auto = z-step / xy-pixel from the calibration (or the
+// prompt's factor for an uncalibrated stack). An uncalibrated stack gets voxel (K, 1, 1)
+// so the output voxel is (1, 1, 1).
+double resolve_factor(const ReconArgs& a, Volume& v, bool calibrated, double prompt_factor) {
+  double k = parse_factor(a.factor);
+  if (k == 0) {
+    if (calibrated) {
+      const VoxelSize& vs = v.voxel_size();
+      k = vs.anisotropy();
+      if (vs.y != vs.x) log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
+      if (!(k >= 1))
+        throw_input("{}: z step {} is finer than the xy pixel {}: nothing to upsample (pass --factor K)", a.in,
+                    num(vs.z), num(vs.x));
+      log_info("factor auto: z step {} / xy pixel {} = {}", num(vs.z), num(vs.x), num(k));
+    } else if (prompt_factor > 0) {
+      k = prompt_factor;
+      log_info("factor auto: {} is uncalibrated, using the prompt's factor {}", a.in, num(k));
+    } else {
+      throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K", a.in);
+    }
+  }
+  if (!calibrated) {
+    v.set_voxel_size({k, 1.0, 1.0});
+    log_info("{} is uncalibrated: taking its voxel as {} x 1 x 1 pixel (z, y, x)", a.in, num(k));
+  }
+  if (prompt_factor > 0 && std::abs(prompt_factor - k) > 1e-9 * k)
+    log_warn("the prompt was tuned for factor {}, reconstructing with factor {}", num(prompt_factor), num(k));
+  return k;
+}
+
+ReconstructParams recon_params(const ReconArgs& a, double k, const Volume& v) {
+  ReconstructParams p;
+  p.factor = k;
+  p.interp = parse_interp(a.interp);
+  p.fuse = parse_fuse(a.fuse);
+  p.tile = a.tile;
+  p.overlap = a.overlap;
+  p.batch = a.batch;
+  p.max_memory_gb = a.max_memory;
+  p.device = parse_device(globals().device);
+  p.out_dtype = a.dtype.empty() ? v.dtype() : parse_dtype(a.dtype);
+  return p;
+}
+
+RestorerCost model_cost(const SwinConfig& c) {
+  int64_t heads = 1;
+  for (int64_t h : c.num_heads) heads = std::max(heads, h);
+  RestorerCost cost = swin_cost(c.embed_dim, heads, c.window_size, c.mlp_ratio);
+  cost.fixed_bytes = 4.0 * static_cast<double>(c.parameter_count());
+  return cost;
+}
+
+SliceRestorer model_restorer(PromptedModel& model) {
+  const int64_t window = model.backbone().config.window_size;
+  return pad_small_slices([&model](const at::Tensor& x) { return model.forward(x); }, window);
+}
+
+void write_and_report(const ReconArgs& a, const Volume& out, Mode mode, const ReconstructReport& rep,
+                      const std::string& extra) {
+  write_volume(a.out, out);
+  const VoxelSize& s = out.voxel_size();
+  std::printf("wrote %s  %s %s, voxel %s x %s x %s %s (mode %s, factor %s%s)\n", a.out.c_str(),
+              to_string(out.shape()).c_str(), dtype_name(out.dtype()), num(s.z).c_str(), num(s.y).c_str(),
+              num(s.x).c_str(), out.unit().c_str(), mode_text(mode), num(rep.factor).c_str(), extra.c_str());
+}
+
+// Reconstructs `v` with `model` (null for interp) and writes the output.
+void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k, PromptedModel* model,
+                           const c10::optional<Normalizer>& norm) {
+  ReconstructParams p = recon_params(a, k, v);
+  SliceRestorer restorer;
+  if (model) {
+    p.cost = model_cost(model->backbone().config);
+    p.norm = norm;
+    model->to(p.device);
+    restorer = model_restorer(*model);
+  }
+  ReconstructReport rep;
+  const Volume out = reconstruct(v, p, restorer, &rep);
+  const std::string extra =
+      mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp)) : fmt::format(", fuse {}", fuse_name(p.fuse));
+  write_and_report(a, out, mode, rep, extra);
+}
+
+void run_predict(const PredictArgs& a) {
+  apply_globals();
+  check_recon_flags(a);
+  Mode mode = parse_mode(a.mode);
+  if (mode == Mode::Interp || mode == Mode::ZeroShot) {
+    if (!a.prompt.empty()) throw_input("--prompt cannot be used with --mode {}", mode_text(mode));
+  } else if (a.prompt.empty()) {
+    throw_input("--mode {} needs --prompt FILE (make one with `isoprompt tune` or `isoprompt restore --prompt-out`)",
+                mode_text(mode));
+  } else {
+    check_input_file(a.prompt, "prompt file");
+  }
+  const c10::Device device = parse_device(globals().device);
+
+  // Models first: a bad model file must fail before reading a large stack.
+  Backbone backbone;
+  PromptedModel model;
+  PromptInfo info;
+  bool have_info = false;
+  if (mode != Mode::Interp) {
+    const std::string path = resolve_backbone(a.backbone);
+    backbone = load_backbone(path, device);
+    log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
+             backbone.hash.substr(0, 12));
+    if (mode == Mode::ZeroShot) {
+      model = PromptedModel(backbone, PromptConfig{}, false);
+    } else {
+      LoadedPrompt lp = load_prompt(a.prompt, backbone);
+      const Mode file_mode = lp.info.mode == TuneParams::Mode::Full ? Mode::Full : Mode::Prompt;
+      if (file_mode != mode) {
+        if (a.mode_opt && a.mode_opt->count() > 0)
+          throw_input("{} holds a {} model, not --mode {}: pass --mode {}", a.prompt,
+                      file_mode == Mode::Full ? "fully fine-tuned" : "prompt", mode_text(mode), mode_text(file_mode));
+        mode = file_mode;  // the default mode follows the file
+      }
+      model = lp.model;
+      info = lp.info;
+      have_info = true;
+      log_info("{} {}: tuned {} steps, validation PSNR {} dB (zero-shot {}, {} {})", mode_text(mode), a.prompt,
+               info.steps, num(info.val_psnr), num(info.zero_shot_psnr), interp_name(info.interp),
+               num(info.interp_psnr));
+    }
+  }
+
+  bool calibrated = false;
+  Volume v = read_input(a, &calibrated);
+  const double k = resolve_factor(a, v, calibrated, have_info ? info.factor : 0.0);
+  PredictArgs args = a;
+  if (have_info && !(a.interp_opt && a.interp_opt->count() > 0)) {
+    args.interp = interp_name(info.interp);  // the interpolation the prompt was trained with
+  } else if (have_info && parse_interp(a.interp) != info.interp) {
+    log_warn("the prompt was trained with {} interpolation, reconstructing with {}", interp_name(info.interp),
+             a.interp);
+  }
+  c10::optional<Normalizer> norm;
+  if (have_info) {
+    norm = percentile_normalizer(v, info.pmin, info.pmax);  // this volume's, with the prompt's percentiles
+  }
+  reconstruct_and_write(args, v, mode, k, mode == Mode::Interp ? nullptr : &model, norm);
+}
+
+void run_restore(RestoreArgs a) {
+  apply_globals();
+  check_recon_flags(a);
+  const Mode mode = parse_mode(a.mode);
+  if (!a.prompt_out.empty()) {
+    if (mode == Mode::Interp || mode == Mode::ZeroShot)
+      throw_input("--prompt-out needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
+    check_output_path(a.prompt_out, {a.in, a.out});
+  }
+  TuneParams& tp = a.tune;
+  tp.interp = parse_interp(a.interp);
+  tp.prompt.placement = parse_placement(a.prompt_at);
+  tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
+  if (a.degrade == "average") {
+    tp.degrade.model = DegradeParams::Average;
+  } else if (a.degrade == "psf") {
+    tp.degrade.model = DegradeParams::Psf;
+    tp.degrade.psf_fwhm_um = a.psf_fwhm;
+    tp.degrade.psf_sigma_px = a.psf_sigma;
+  } else {
+    throw_input("unknown --degrade '{}': expected average or psf", a.degrade);
+  }
+  const c10::Device device = parse_device(globals().device);
+
+  Backbone backbone;
+  if (mode != Mode::Interp) {
+    backbone = load_backbone(resolve_backbone(a.backbone), device);
+    log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
+             backbone.hash.substr(0, 12));
+  }
+  bool calibrated = false;
+  Volume v = read_input(a, &calibrated);
+  const double k = resolve_factor(a, v, calibrated, 0.0);
+
+  if (mode == Mode::Interp) return reconstruct_and_write(a, v, mode, k, nullptr, c10::nullopt);
+  if (mode == Mode::ZeroShot) {
+    PromptedModel model(backbone, PromptConfig{}, false);
+    return reconstruct_and_write(a, v, mode, k, &model, percentile_normalizer(v, tp.pmin, tp.pmax));
+  }
+
+  tp.factor = k;
+  TuneResult r = tune(v, backbone, tp);
+  if (!a.prompt_out.empty()) {
+    save_prompt(a.prompt_out, r);
+    log_info("saved the {} to {}", mode == Mode::Full ? "fully fine-tuned model" : "prompt", a.prompt_out);
+  }
+  if (r.cancelled) {
+    if (!a.prompt_out.empty()) log_warn("interrupted during tuning: kept the best state so far in {}", a.prompt_out);
+    throw Cancelled();
+  }
+  log_info("tuned: validation PSNR {} dB (zero-shot {}, {} {}) at step {}", num(r.info.val_psnr),
+           num(r.info.zero_shot_psnr), interp_name(r.info.interp), num(r.info.interp_psnr), r.info.best_step);
+  reconstruct_and_write(a, v, mode, k, &r.model, r.info.norm);
+}
+
+// Registers the flags common to predict and restore.
+void add_recon_flags(CLI::App* c, ReconArgs& a) {
+  c->add_option("input", a.in, "anisotropic TIFF / OME-TIFF stack")->required();
+  c->add_option("-o,--output", a.out, "output TIFF (OME-TIFF for *.ome.tif)")->required();
+  c->add_option("--backbone", a.backbone, "backbone model file, or 'default' (models/isoprompt-default.safetensors)")
+      ->capture_default_str();
+  a.mode_opt = c->add_option("--mode", a.mode, "prompt | zero-shot | full | interp")->capture_default_str();
+  c->add_option("--factor", a.factor, "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
+      ->capture_default_str();
+  a.interp_opt = c->add_option("--interp", a.interp, "z interpolation: nearest | linear | cubic | lanczos "
+                                                     "(default: the prompt's, else cubic)")
+                     ->capture_default_str();
+  c->add_option("--fuse", a.fuse, "fusion of the XZ and YZ results: mean | geometric")->capture_default_str();
+  c->add_option("--tile", a.tile, "tile edge in px (0 = automatic from --max-memory, else >= 16)")
+      ->capture_default_str();
+  c->add_option("--overlap", a.overlap, "tile overlap in px (-1 = automatic: 32, at most tile/4)")
+      ->capture_default_str();
+  c->add_option("--max-memory", a.max_memory, "memory budget of one forward pass, GB")->capture_default_str();
+  c->add_option("--batch", a.batch, "tiles per forward pass (0 = automatic)")->capture_default_str();
+  c->add_option("--dtype", a.dtype, "output dtype: uint8 | uint16 | float32 (default: the input's)");
+  c->add_option("--channel", a.channel, "channel to read (0-based) when the file has several")
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--time", a.time, "time point to read (0-based) when the file has several")
+      ->check(CLI::NonNegativeNumber);
+}
+
+}  // namespace
+
+void register_method_commands(CLI::App& app) {
+  {
+    auto a = std::make_shared<PredictArgs>();
+    auto* c = app.add_subcommand("predict", "make a stack isotropic with a tuned prompt, a backbone or interpolation");
+    add_recon_flags(c, *a);
+    c->add_option("--prompt", a->prompt, "prompt file from `tune` / `restore --prompt-out` (modes prompt, full)");
+    c->callback([a] { run_predict(*a); });
+  }
+  {
+    auto a = std::make_shared<RestoreArgs>();
+    auto* c = app.add_subcommand("restore", "tune a prompt on the stack itself, then make it isotropic");
+    add_recon_flags(c, *a);
+    TuneParams& t = a->tune;
+    c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
+    c->add_option("--steps", t.steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--lr", t.lr, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--train-batch", t.batch, "training crops per step")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--crop-min", t.crop_min, "smallest training crop, px")->capture_default_str();
+    c->add_option("--crop-max", t.crop_max, "largest training crop, px")->capture_default_str();
+    c->add_option("--prompts", t.prompt.num_prompts, "number of prompts N")->capture_default_str()
+        ->check(CLI::PositiveNumber);
+    c->add_option("--prompt-at", a->prompt_at, "module placement: tail | stages | both")->capture_default_str();
+    c->add_option("--degrade", a->degrade, "training degradation: average | psf")->capture_default_str();
+    c->add_option("--psf-fwhm", a->psf_fwhm, "PSF FWHM along z, in the volume's unit (with --degrade psf)");
+    c->add_option("--psf-sigma", a->psf_sigma, "PSF sigma along z, in lateral pixels (with --degrade psf)");
+    c->add_option("--val-fraction", t.val_fraction, "fraction of z-planes held out for validation")
+        ->capture_default_str();
+    c->add_option("--time-budget", t.time_budget_s, "stop tuning after this many seconds (0 = no limit)")
+        ->capture_default_str();
+    c->add_option("--seed", t.seed, "random seed (crops, prompt initialisation)")->capture_default_str();
+    c->callback([a] { run_restore(*a); });
+  }
+}
 
 }  // namespace isoprompt::cli

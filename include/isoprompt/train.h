@@ -1,0 +1,225 @@
+// Self-supervised adaptation of a frozen backbone to one volume: the prompted model,
+// training pairs from the volume's own XY slices, `tune`, and prompt files.
+//
+//   Backbone bb = load_backbone("models/isoprompt-default.safetensors");
+//   TuneParams p;                       // factor 0 = z-step / xy-pixel from the voxel size
+//   p.steps = 500;
+//   TuneResult r = tune(volume, bb, p); // bb's weights are not modified
+//   save_prompt("stack.prompt.safetensors", r);
+//   at::Tensor y = r.model.forward(x);  // B×1×H×W, x normalised with r.info.norm
+//
+//   LoadedPrompt lp = load_prompt("stack.prompt.safetensors", bb);  // refuses another backbone
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ATen/ATen.h>
+
+#include "isoprompt/checkpoint.h"
+#include "isoprompt/loss.h"
+#include "isoprompt/model.h"
+#include "isoprompt/ops.h"
+#include "isoprompt/prompt.h"
+#include "isoprompt/volume.h"
+
+namespace isoprompt {
+
+// ---- The prompted model ------------------------------------------------------------
+
+// A frozen backbone plus its prompt modules: one between features() and tail() (Tail),
+// one after each residual Swin stage (Stages), or both. With `with_prompts` false it is
+// the bare backbone (zero-shot, or a fully fine-tuned backbone).
+// Copies are shallow: they share the backbone net and the modules.
+class PromptedModel {
+ public:
+  PromptedModel() = default;
+  PromptedModel(Backbone backbone, const PromptConfig& cfg, bool with_prompts = true);
+
+  // x: B×1×H×W normalised slices -> B×1×H×W.
+  at::Tensor forward(const at::Tensor& x);
+  // The backbone's features with the stage modules (if any) applied: B×C×Hp×Wp.
+  at::Tensor features(const at::Tensor& x);
+  // The tail module (if any), then the backbone's tail, cropped to H×W.
+  at::Tensor tail(const at::Tensor& f, int64_t H, int64_t W);
+
+  bool has_prompts() const { return tail_ || !stages_.empty(); }
+  const PromptConfig& config() const { return cfg_; }
+  Backbone& backbone() { return backbone_; }
+  const Backbone& backbone() const { return backbone_; }
+  PromptAttention tail_module() const { return tail_; }          // null unless Tail/Both
+  const std::vector<PromptAttention>& stage_modules() const { return stages_; }
+
+  // Trainable tensors, named "tail.<param>" and "stage<i>.<param>" (see prompt.h).
+  TensorList prompt_state() const;
+  std::vector<at::Tensor> prompt_parameters() const;
+  int64_t prompt_parameter_count() const;
+  // Loads tensors saved by prompt_state(); every module tensor must be present with its
+  // shape. Throws CheckpointError naming `source`.
+  void load_prompt_state(const TensorMap& tensors, const std::string& source);
+
+  void to(torch::Device device);
+  torch::Device device() const;
+
+ private:
+  Backbone backbone_;
+  PromptConfig cfg_;
+  PromptAttention tail_{nullptr};
+  std::vector<PromptAttention> stages_;
+};
+
+// ---- Training pairs ----------------------------------------------------------------
+
+struct PairOptions {
+  double factor = 1.0;                       // K = z-step / xy-pixel, >= 1, fractional OK
+  DegradeParams degrade;                     // model/PSF/noise; its factor is overwritten by `factor`
+  Interp interp = Interp::Cubic;             // the interpolation inference applies to z
+  double pmin = 1.0, pmax = 99.8;            // whole-volume normalisation percentiles
+  double val_fraction = 0.1;                 // held-out z-planes (at least one when nz >= 2)
+  int64_t crop_min = 64, crop_max = 128;     // square crops, sizes multiples of 8, clamped
+  bool flips = true;                         // horizontal and vertical flips (never transposes)
+  uint64_t seed = 0;
+};
+
+// A batch of pairs: input = degraded-and-restored crop, target = the original crop.
+struct PairBatch {
+  at::Tensor input, target;  // B×1×S×S float32, normalised
+};
+
+// Draws training pairs from a volume's XY planes. The crop is degraded along its ROWS
+// (image axis 0, which carries z in XZ/YZ planes at inference) by K with the degradation
+// model and upsampled back with `interp`. A margin of rows around each crop is degraded
+// with it, so crop borders see real neighbours, not edge clamping.
+class PairSampler {
+ public:
+  PairSampler(const Volume& vol, const PairOptions& opt);
+
+  const Normalizer& normalizer() const { return norm_; }
+  const std::vector<int64_t>& train_planes() const { return train_; }
+  const std::vector<int64_t>& val_planes() const { return val_; }
+  const PairOptions& options() const { return opt_; }
+  int64_t max_crop() const { return max_crop_; }
+
+  // The crop side for one batch: a random multiple of 8 in [crop_min, crop_max], clamped.
+  int64_t draw_size(std::mt19937_64& rng) const;
+  // `batch` random crops of side `size` from the training planes, with random flips.
+  PairBatch sample(int64_t batch, int64_t size, std::mt19937_64& rng) const;
+  // Deterministic validation pairs: `count` crops (side `size`) spread over the held-out planes.
+  PairBatch validation(int64_t count, int64_t size, uint64_t seed) const;
+  // One pair at an explicit place: plane z, top-left (y, x), side `size`, optional flips.
+  PairBatch pair_at(int64_t z, int64_t y, int64_t x, int64_t size, bool flip_rows = false,
+                    bool flip_cols = false, uint64_t noise_stream = 0) const;
+
+ private:
+  Volume vol_;
+  PairOptions opt_;
+  Normalizer norm_;
+  std::vector<int64_t> train_, val_;
+  int64_t max_crop_ = 0;
+};
+
+// ---- Tuning ------------------------------------------------------------------------
+
+struct TuneParams {
+  enum class Mode { Prompt, Full };  // Full: every backbone weight trains (baseline)
+
+  int64_t steps = 500;
+  // Adam learning rate. The method prescribes 0.05; on this project's tests it was
+  // unstable (docs/method.md has the numbers), 1e-3 is the default.
+  double lr = 1e-3;
+  int64_t batch = 8;
+  int64_t crop_min = 64, crop_max = 128;
+  PromptConfig prompt;
+  Mode mode = Mode::Prompt;
+
+  double factor = 0;  // K; 0 = the volume's z-step / xy-pixel
+  DegradeParams degrade;
+  Interp interp = Interp::Cubic;
+  double pmin = 1.0, pmax = 99.8;
+  double val_fraction = 0.1;
+  int64_t val_crops = 16;      // validation pairs (crop_max side, clamped)
+  int64_t eval_every = 25;     // steps between validations (and at the end)
+
+  // Feature cache (Prompt mode, Tail placement): the frozen features of this many fixed
+  // training crops are computed once; each step then runs only the module and the tail.
+  // 0 = no cache (features recomputed every step). Capped by cache_max_bytes.
+  int64_t cache_crops = 160;
+  int64_t cache_max_bytes = int64_t(1) << 30;
+  bool init_from_features = true;  // prompts start from the volume's feature patches
+
+  uint64_t seed = 0;
+  std::string resume_from;   // a prompt file to continue from (module state)
+  double time_budget_s = 0;  // stop after this many seconds (0 = no limit), keeping the best
+};
+
+const char* mode_name(TuneParams::Mode m);        // "prompt", "full"
+TuneParams::Mode parse_tune_mode(const std::string& s);  // throws InputError
+const char* degrade_model_name(DegradeParams::Model m);  // "average", "psf"
+
+// Everything a prompt file records besides the tensors.
+struct PromptInfo {
+  std::string backbone_name, backbone_hash;
+  TuneParams::Mode mode = TuneParams::Mode::Prompt;
+  double factor = 1.0;
+  DegradeParams degrade;
+  Interp interp = Interp::Cubic;
+  Normalizer norm;
+  double pmin = 1.0, pmax = 99.8;
+  PromptConfig prompt;
+  int64_t steps = 0;      // optimiser steps in total (resumed runs add up)
+  int64_t best_step = 0;  // step of the kept state (0 = the untuned start)
+  double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;  // dB on the held-out pairs
+  double seconds = 0;
+  std::string version;  // isoprompt version that wrote it
+
+  std::map<std::string, std::string> to_metadata() const;
+  // Throws CheckpointError naming `source` for missing or malformed keys.
+  static PromptInfo from_metadata(const std::map<std::string, std::string>& m,
+                                  const std::string& source);
+};
+
+struct TuneResult {
+  PromptedModel model;  // the best state by validation (backbone shared, or tuned copy in Full)
+  PromptInfo info;
+  int64_t steps_run = 0;        // steps done in this call
+  bool cancelled = false;       // Ctrl-C: stopped early, `model` is the best so far
+  bool out_of_time = false;     // time budget reached
+  double cache_seconds = 0;     // time spent filling the feature cache
+  std::vector<std::pair<int64_t, double>> val_history;  // (step, val PSNR)
+  std::vector<std::pair<int64_t, double>> loss_history;  // (step, training loss)
+};
+
+// Tunes `backbone` to `vol`. In Prompt mode only the module's parameters train and the
+// backbone's tensors stay bitwise unchanged; in Full mode a copy of the backbone trains.
+// Progress shows step, loss, validation PSNR vs zero-shot and interpolation, and ETA.
+// Ctrl-C returns the best state so far with `cancelled` set (the caller saves it).
+// Throws InputError for bad parameters (before any work).
+TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params);
+
+// ---- Prompt files ------------------------------------------------------------------
+
+// Writes the tuned state, atomically: Prompt mode -> safetensors with the module tensors
+// and PromptInfo metadata (kilobytes); Full mode -> a model file (save_backbone) with
+// the same metadata.
+void save_prompt(const std::string& path, const TuneResult& result);
+void save_prompt(const std::string& path, const PromptedModel& model, const PromptInfo& info);
+
+struct LoadedPrompt {
+  PromptedModel model;
+  PromptInfo info;
+};
+// Loads a prompt file for `backbone`. Throws CheckpointError when it was tuned for a
+// different backbone: "prompt X was tuned for backbone A (hash …), not B (hash …)".
+LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone);
+// The metadata alone (for `info`-style listings); throws CheckpointError.
+PromptInfo read_prompt_info(const std::string& path);
+
+// Backbone identity helper: weights_hash() of the net's parameters.
+std::string backbone_hash(const SwinIR& net);
+
+}  // namespace isoprompt

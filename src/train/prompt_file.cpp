@@ -1,0 +1,183 @@
+#include <cstdlib>
+#include <sstream>
+
+#include <torch/torch.h>
+
+#include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/train.h"
+
+namespace isoprompt {
+
+namespace {
+
+std::string num(double v) { return fmt::format("{}", v); }
+
+std::string short_hash(const std::string& h) { return h.size() > 12 ? h.substr(0, 12) : h; }
+
+struct MetaReader {
+  const std::map<std::string, std::string>& m;
+  const std::string& source;
+
+  const std::string& str(const std::string& key) const {
+    auto it = m.find(key);
+    if (it == m.end())
+      throw CheckpointError(fmt::format("prompt file {} lacks the metadata key '{}'", source, key));
+    return it->second;
+  }
+  std::string str_or(const std::string& key, const std::string& def) const {
+    auto it = m.find(key);
+    return it == m.end() ? def : it->second;
+  }
+  double real(const std::string& key) const {
+    const std::string& s = str(key);
+    char* end = nullptr;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0')
+      throw CheckpointError(
+          fmt::format("prompt file {}: metadata '{}' is not a number: '{}'", source, key, s));
+    return v;
+  }
+  int64_t integer(const std::string& key) const {
+    const std::string& s = str(key);
+    char* end = nullptr;
+    const long long v = std::strtoll(s.c_str(), &end, 10);
+    if (s.empty() || *end != '\0')
+      throw CheckpointError(
+          fmt::format("prompt file {}: metadata '{}' is not an integer: '{}'", source, key, s));
+    return v;
+  }
+};
+
+torch::Device device_of(const SwinIR& net) {
+  const auto ps = net->parameters();
+  return ps.empty() ? torch::Device(torch::kCPU) : ps.front().device();
+}
+
+}  // namespace
+
+std::map<std::string, std::string> PromptInfo::to_metadata() const {
+  std::map<std::string, std::string> m;
+  m["isoprompt_kind"] = mode == TuneParams::Mode::Full ? "full" : "prompt";
+  m["isoprompt_version"] = version.empty() ? ISOPROMPT_VERSION : version;
+  m["backbone_name"] = backbone_name;
+  m["backbone_hash"] = backbone_hash;
+  m["mode"] = mode_name(mode);
+  m["factor"] = num(factor);
+  m["degrade"] = degrade_model_name(degrade.model);
+  m["psf_fwhm_um"] = num(degrade.psf_fwhm_um);
+  m["psf_sigma_px"] = num(degrade.psf_sigma_px);
+  m["psf_profile"] = fmt::format("{}", fmt::join(degrade.psf_profile, ","));
+  m["poisson_peak"] = num(degrade.poisson_peak);
+  m["gaussian_sigma"] = num(degrade.gaussian_sigma);
+  m["interp"] = interp_name(interp);
+  m["norm_lo"] = num(norm.lo);
+  m["norm_hi"] = num(norm.hi);
+  m["norm_pmin"] = num(pmin);
+  m["norm_pmax"] = num(pmax);
+  m["placement"] = placement_name(prompt.placement);
+  m["num_prompts"] = std::to_string(prompt.num_prompts);
+  m["attn_dim"] = std::to_string(prompt.attn_dim);
+  m["query_rank"] = std::to_string(prompt.query_rank);
+  m["steps"] = std::to_string(steps);
+  m["best_step"] = std::to_string(best_step);
+  m["val_psnr"] = num(val_psnr);
+  m["zero_shot_psnr"] = num(zero_shot_psnr);
+  m["interp_psnr"] = num(interp_psnr);
+  m["seconds"] = num(seconds);
+  return m;
+}
+
+PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m,
+                                     const std::string& source) {
+  const MetaReader r{m, source};
+  PromptInfo p;
+  const std::string kind = r.str("isoprompt_kind");
+  if (kind != "prompt" && kind != "full")
+    throw CheckpointError(fmt::format("prompt file {} has an unknown kind '{}'", source, kind));
+  try {
+    p.mode = parse_tune_mode(r.str("mode"));
+    p.degrade.model = r.str("degrade") == "psf" ? DegradeParams::Psf : DegradeParams::Average;
+    p.interp = parse_interp(r.str("interp"));
+    p.prompt.placement = parse_placement(r.str("placement"));
+  } catch (const CheckpointError&) {
+    throw;
+  } catch (const InputError& e) {
+    throw CheckpointError(fmt::format("prompt file {}: {}", source, e.what()));
+  }
+  p.version = r.str("isoprompt_version");
+  p.backbone_name = r.str("backbone_name");
+  p.backbone_hash = r.str("backbone_hash");
+  p.factor = r.real("factor");
+  p.degrade.factor = p.factor;
+  p.degrade.psf_fwhm_um = r.real("psf_fwhm_um");
+  p.degrade.psf_sigma_px = r.real("psf_sigma_px");
+  std::stringstream prof(r.str_or("psf_profile", ""));
+  for (std::string tok; std::getline(prof, tok, ',');)
+    if (!tok.empty()) p.degrade.psf_profile.push_back(std::strtod(tok.c_str(), nullptr));
+  p.degrade.poisson_peak = r.real("poisson_peak");
+  p.degrade.gaussian_sigma = r.real("gaussian_sigma");
+  p.norm.lo = r.real("norm_lo");
+  p.norm.hi = r.real("norm_hi");
+  p.pmin = r.real("norm_pmin");
+  p.pmax = r.real("norm_pmax");
+  p.prompt.num_prompts = r.integer("num_prompts");
+  p.prompt.attn_dim = r.integer("attn_dim");
+  p.prompt.query_rank = r.integer("query_rank");
+  p.steps = r.integer("steps");
+  p.best_step = r.integer("best_step");
+  p.val_psnr = r.real("val_psnr");
+  p.zero_shot_psnr = r.real("zero_shot_psnr");
+  p.interp_psnr = r.real("interp_psnr");
+  p.seconds = r.real("seconds");
+  return p;
+}
+
+void save_prompt(const std::string& path, const PromptedModel& model, const PromptInfo& info) {
+  check_output_path(path);
+  if (info.mode == TuneParams::Mode::Full) {
+    save_backbone(path, model.backbone().net, info.to_metadata());
+    return;
+  }
+  if (!model.has_prompts()) throw_error("cannot save a prompt file: the model has no prompt modules");
+  TensorList tensors;
+  for (const auto& kv : model.prompt_state()) tensors.emplace_back(kv.first, kv.second.detach().cpu());
+  write_safetensors(path, tensors, info.to_metadata());
+}
+
+void save_prompt(const std::string& path, const TuneResult& result) {
+  save_prompt(path, result.model, result.info);
+}
+
+PromptInfo read_prompt_info(const std::string& path) {
+  check_input_file(path, "prompt file");
+  std::map<std::string, std::string> meta;
+  read_safetensors(path, &meta);
+  if (!meta.count("isoprompt_kind"))
+    throw CheckpointError(fmt::format("{} is not an isoprompt prompt file (no isoprompt metadata)", path));
+  return PromptInfo::from_metadata(meta, path);
+}
+
+LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
+  check_input_file(path, "prompt file");
+  std::map<std::string, std::string> meta;
+  TensorMap tensors = read_safetensors(path, &meta);
+  if (!meta.count("isoprompt_kind"))
+    throw CheckpointError(fmt::format("{} is not an isoprompt prompt file (no isoprompt metadata)", path));
+  LoadedPrompt out;
+  out.info = PromptInfo::from_metadata(meta, path);
+  if (out.info.backbone_hash != backbone.hash)
+    throw CheckpointError(fmt::format("prompt {} was tuned for backbone {} (hash {}), not {} (hash {})",
+                                      path, out.info.backbone_name, short_hash(out.info.backbone_hash),
+                                      backbone.name, short_hash(backbone.hash)));
+  if (out.info.mode == TuneParams::Mode::Full) {
+    Backbone tuned = load_backbone(path, device_of(backbone.net));
+    out.model = PromptedModel(tuned, out.info.prompt, false);
+  } else {
+    out.model = PromptedModel(backbone, out.info.prompt, true);
+    out.model.load_prompt_state(tensors, path);
+  }
+  return out;
+}
+
+}  // namespace isoprompt

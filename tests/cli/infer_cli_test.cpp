@@ -1,0 +1,199 @@
+// `isoprompt predict` and `isoprompt restore`: outputs, geometry, modes, errors.
+#include <gtest/gtest.h>
+
+#include <ATen/ATen.h>
+#include <nlohmann/json.hpp>
+
+#include <cstring>
+
+#include "isoprompt/fileutil.h"
+#include "isoprompt/io.h"
+#include "isoprompt/model.h"
+#include "isoprompt/ops.h"
+#include "isoprompt/tensor.h"
+#include "isoprompt/train.h"
+#include "test_util.h"
+
+using namespace isoprompt;
+using isoprompt::test::run_cli;
+using isoprompt::test::TempDir;
+
+namespace {
+
+// A smooth random uint16 volume (blurred noise), calibrated.
+Volume smooth_volume(Shape3 s, VoxelSize vs, uint64_t seed) {
+  at::manual_seed(seed);
+  at::Tensor t = at::rand({1, 1, s.z, s.y, s.x});
+  t = at::avg_pool3d(t, {3, 3, 3}, {1, 1, 1}, {1, 1, 1});
+  VolumeTensor vt;
+  vt.data = (t.squeeze() * 20000 + 1000).floor();
+  vt.voxel = vs;
+  return to_volume(vt, DType::U16);
+}
+
+// A tiny random SwinIR saved as a model file.
+std::string tiny_backbone(const TempDir& d, const std::string& name, uint64_t seed) {
+  at::manual_seed(seed);
+  SwinConfig c;
+  c.embed_dim = 12;
+  c.depths = {1};
+  c.num_heads = {2};
+  c.num_feat = 8;
+  SwinIR net(c);
+  const std::string path = d.file(name);
+  save_backbone(path, net);
+  return path;
+}
+
+bool same_voxels(const Volume& a, const Volume& b) {
+  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
+}
+
+}  // namespace
+
+// --mode interp writes ops' cubic upsampling with voxel z = z / K exactly, in the input dtype.
+TEST(PredictCli, InterpModeGeometryAndValues) {
+  TempDir d;
+  const Volume v = smooth_volume({6, 20, 16}, {2.2, 0.5, 0.5}, 1);
+  write_volume(d.file("in.tif"), v);
+  const auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "interp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("mode interp, factor 4.4"), std::string::npos) << r.out;
+  const Volume out = read_volume(d.file("out.tif"));
+  EXPECT_EQ(out.shape(), (Shape3{26, 20, 16}));  // round(6 * 4.4) = 26
+  EXPECT_EQ(out.dtype(), DType::U16);
+  EXPECT_NEAR(out.voxel_size().z, 0.5, 1e-12);
+  EXPECT_EQ(out.voxel_size().x, 0.5);
+  const Volume ref = denormalize(upsample(v, 0, 2.2 / 0.5, Interp::Cubic), Normalizer{0, 1}, DType::U16);
+  EXPECT_TRUE(same_voxels(out, ref));
+}
+
+// z-alignment: simulate --factor 4, then `predict --mode interp` scores exactly like
+// `baseline --method cubic` (same voxels, same metrics).
+TEST(PredictCli, InterpModeScoresExactlyLikeBaseline) {
+  TempDir d;
+  write_volume(d.file("gt.tif"), smooth_volume({32, 24, 20}, {0.5, 0.5, 0.5}, 2));
+  auto r = run_cli({"simulate", d.file("gt.tif"), "-o", d.file("lo.tif"), "--factor", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"baseline", d.file("lo.tif"), "-o", d.file("base.tif"), "--method", "cubic"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"predict", d.file("lo.tif"), "-o", d.file("pred.tif"), "--mode", "interp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume base = read_volume(d.file("base.tif")), pred = read_volume(d.file("pred.tif"));
+  EXPECT_TRUE(same_voxels(base, pred));
+  EXPECT_EQ(base.voxel_size(), pred.voxel_size());
+  const auto eb = run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("base.tif"), "--json"});
+  const auto ep = run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("pred.tif"), "--json"});
+  ASSERT_EQ(eb.exit_code, 0) << eb.err;
+  ASSERT_EQ(ep.exit_code, 0) << ep.err;
+  nlohmann::json jb = nlohmann::json::parse(eb.out), jp = nlohmann::json::parse(ep.out);
+  ASSERT_TRUE(jb.contains("psnr") || jb.dump().find("psnr") != std::string::npos) << eb.out;
+  jb.erase("pred");
+  jp.erase("pred");
+  EXPECT_EQ(jb, jp);
+}
+
+// zero-shot with a model file: output shape, dtype and voxel size; --dtype float32 works.
+TEST(PredictCli, ZeroShotWithTinyBackbone) {
+  TempDir d;
+  const std::string bb = tiny_backbone(d, "tiny.safetensors", 3);
+  write_volume(d.file("in.tif"), smooth_volume({5, 18, 14}, {1.5, 0.5, 0.5}, 4));
+  const auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "zero-shot", "--backbone",
+                          bb, "--tile", "16", "--overlap", "4", "--dtype", "float32", "--fuse", "geometric"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume out = read_volume(d.file("out.tif"));
+  EXPECT_EQ(out.shape(), (Shape3{15, 18, 14}));
+  EXPECT_EQ(out.dtype(), DType::F32);
+  EXPECT_NEAR(out.voxel_size().z, 0.5, 1e-12);
+  EXPECT_TRUE(at::isfinite(to_float_tensor(out)).all().item<bool>());
+}
+
+// restore tunes a prompt (kept with --prompt-out) and predict reuses it; the prompt is
+// refused for another backbone and for --mode full.
+TEST(RestoreCli, TuneThenPredictWithThePrompt) {
+  TempDir d;
+  const std::string bb = tiny_backbone(d, "tiny.safetensors", 5);
+  write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
+  auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone", bb, "--prompt-out",
+                    d.file("p.safetensors"), "--steps", "2", "--train-batch", "2", "--crop-min", "32", "--crop-max",
+                    "32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume restored = read_volume(d.file("r.tif"));
+  EXPECT_EQ(restored.shape(), (Shape3{32, 40, 40}));
+  EXPECT_EQ(restored.dtype(), DType::U16);
+  const PromptInfo info = read_prompt_info(d.file("p.safetensors"));
+  EXPECT_EQ(info.factor, 4.0);
+
+  r = run_cli({"predict", d.file("in.tif"), "-o", d.file("p.tif"), "--backbone", bb, "--prompt",
+               d.file("p.safetensors")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume predicted = read_volume(d.file("p.tif"));
+  ASSERT_EQ(predicted.shape(), restored.shape());
+  // Same model, same normalisation: the same result (up to thread-order rounding).
+  const double diff = (to_float_tensor(predicted) - to_float_tensor(restored)).abs().max().item<double>();
+  EXPECT_LE(diff, 1.0);
+
+  const std::string other = tiny_backbone(d, "other.safetensors", 99);
+  r = run_cli({"predict", d.file("in.tif"), "-o", d.file("q.tif"), "--backbone", other, "--prompt",
+               d.file("p.safetensors")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("was tuned for backbone tiny"), std::string::npos) << r.err;
+  EXPECT_FALSE(file_exists(d.file("q.tif")));
+  r = run_cli({"predict", d.file("in.tif"), "-o", d.file("q.tif"), "--backbone", bb, "--prompt",
+               d.file("p.safetensors"), "--mode", "full"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("holds a prompt model, not --mode full"), std::string::npos) << r.err;
+}
+
+// Bad flags fail before any work with exit code 2 and a message naming the value.
+TEST(PredictCli, BadFlagsExitTwo) {
+  TempDir d;
+  write_volume(d.file("in.tif"), smooth_volume({4, 16, 16}, {2.0, 0.5, 0.5}, 7));
+  const std::string in = d.file("in.tif"), out = d.file("out.tif");
+  struct Case {
+    std::vector<std::string> extra;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"--mode", "magic"}, "unknown --mode 'magic'"},
+      {{"--mode", "interp", "--factor", "0.5"}, "--factor must be a number >= 1 or 'auto', got '0.5'"},
+      {{"--mode", "interp", "--factor", "abc"}, "got 'abc'"},
+      {{"--mode", "interp", "--tile", "8"}, "--tile 8 is too small"},
+      {{"--mode", "interp", "--fuse", "max"}, "unknown fusion 'max'"},
+      {{"--mode", "interp", "--interp", "spline"}, "unknown interpolation 'spline'"},
+      {{"--mode", "interp", "--max-memory", "0"}, "--max-memory 0 must be a positive number"},
+      {{"--mode", "interp", "--dtype", "int7"}, "int7"},
+      {{}, "--mode prompt needs --prompt FILE"},
+      {{"--mode", "interp", "--prompt", "x.safetensors"}, "--prompt cannot be used with --mode interp"},
+      {{"--mode", "zero-shot", "--backbone", "/nonexistent/model.safetensors"}, "/nonexistent/model.safetensors"},
+      {{"--mode", "interp", "--no-such-flag"}, "--no-such-flag"},
+  };
+  for (const Case& c : cases) {
+    std::vector<std::string> args = {"predict", in, "-o", out};
+    args.insert(args.end(), c.extra.begin(), c.extra.end());
+    const auto r = run_cli(args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << "\n" << r.err;
+    EXPECT_NE(r.err.find(c.message), std::string::npos) << r.err;
+    EXPECT_FALSE(file_exists(out));
+  }
+  // The output may not overwrite the input; a missing input is named.
+  auto r = run_cli({"predict", in, "-o", in, "--mode", "interp"});
+  EXPECT_EQ(r.exit_code, 2);
+  r = run_cli({"predict", d.file("missing.tif"), "-o", out, "--mode", "interp"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("missing.tif"), std::string::npos) << r.err;
+  r = run_cli({"restore", in, "-o", out, "--mode", "interp", "--prompt-out", d.file("p.safetensors")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--prompt-out needs --mode prompt or full"), std::string::npos) << r.err;
+  // An uncalibrated stack needs an explicit factor.
+  Volume u = smooth_volume({4, 16, 16}, {1, 1, 1}, 8);
+  u.set_unit("pixel");
+  write_volume(d.file("u.tif"), u);
+  r = run_cli({"predict", d.file("u.tif"), "-o", out, "--mode", "interp"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("has no voxel-size calibration"), std::string::npos) << r.err;
+  r = run_cli({"predict", d.file("u.tif"), "-o", out, "--mode", "interp", "--factor", "3"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume o = read_volume(out);
+  EXPECT_EQ(o.nz(), 12);
+}
