@@ -62,7 +62,10 @@ struct EvalOptions {
   double pmin = 0.1, pmax = 99.9;
   double data_range = 0;
   int ms_ssim_scales = 5;
-  bool crop_to_gt = false;       // crop pred to the GT's shape (origin 0) instead of failing
+  /// Shapes differ: false = InputError; true = evaluate the common box at the origin
+  /// (the prediction is cropped to the GT; where the prediction is shorter, e.g. 248
+  /// slices upsampled from floor(250 / 4) = 62, the GT is cropped too, with a warning).
+  bool crop_to_gt = false;
   const Volume* mask = nullptr;  // same shape as the GT; non-zero = evaluate
   bool per_orientation = true;   // also compute the XY, XZ and YZ breakdown
 };

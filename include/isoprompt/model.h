@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "isoprompt/checkpoint.h"
+#include "isoprompt/volume.h"
 
 namespace isoprompt {
 
@@ -58,6 +59,13 @@ class SwinIRImpl : public torch::nn::Module {
   void set_stage_hook(StageHook hook);
   const StageHook& stage_hook() const { return hook_; }
 
+  // Inference (no autograd, CPU, float32) runs each Swin block through the fused CPU kernel
+  // when it is built in (fused_kernels_available()); off = the plain ATen ops everywhere.
+  // Both give the reference output to ~1e-6; training always uses the ATen ops.
+  void set_fused_kernels(bool on);
+  bool fused_kernels() const { return fused_; }
+  static bool fused_kernels_available();
+
   const SwinConfig& config() const { return cfg_; }
   int64_t num_stages() const { return static_cast<int64_t>(cfg_.depths.size()); }
 
@@ -73,6 +81,7 @@ class SwinIRImpl : public torch::nn::Module {
 
   SwinConfig cfg_;
   StageHook hook_;
+  bool fused_ = true;
   // Handles to the registered parameters (same storage as named_parameters()).
   at::Tensor conv_first_w_, conv_first_b_, pe_norm_w_, pe_norm_b_, norm_w_, norm_b_;
   at::Tensor conv_after_body_w_, conv_after_body_b_, conv_bu_w_, conv_bu_b_, conv_last_w_,
@@ -101,5 +110,14 @@ Backbone load_backbone(const std::string& path, torch::Device device = torch::kC
 // __metadata__ = `metadata` + format=pt + config=<json>. Atomic.
 void save_backbone(const std::string& path, const SwinIR& net,
                    std::map<std::string, std::string> metadata = {});
+
+// ---------------------------------------------------------------------------------------------
+// Plane-wise application (the `isoprompt model apply` command).
+
+// Applies the raw network (no normalisation, no resampling) to every plane of orientation
+// `plane` of `v` (XY: y×x images, XZ: z×x, YZ: z×y; see volume.h), `batch` planes per call,
+// on the net's device. Returns a float32 volume of the same shape, voxel size and unit.
+// Reports progress through Progress (label "model apply") and stops on Ctrl-C (Cancelled).
+Volume apply_planewise(SwinIR& net, const Volume& v, Plane plane, int64_t batch = 4);
 
 }  // namespace isoprompt

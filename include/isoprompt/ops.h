@@ -32,8 +32,12 @@ namespace isoprompt {
 ///   Cubic:    Keys cubic convolution with a = -0.5 (Catmull-Rom), support 4; interpolating,
 ///             reproduces quadratics in the interior.
 ///   Lanczos3: sinc(t) sinc(t/3), support 6, weights renormalised to sum to 1.
-enum class Interp { Nearest, Linear, Cubic, Lanczos3 };
-const char* interp_name(Interp m);         // "nearest", "linear", "cubic", "lanczos"
+///   BSpline3: cubic B-spline interpolation (as scipy.ndimage.zoom order 3): the line is
+///             prefiltered to B-spline coefficients (recursive filter, pole sqrt(3) - 2,
+///             mirror boundary), then evaluated with the cubic B-spline kernel; taps past
+///             the ends mirror (-k -> k) instead of clamping.
+enum class Interp { Nearest, Linear, Cubic, Lanczos3, BSpline3 };
+const char* interp_name(Interp m);         // "nearest", "linear", "cubic", "lanczos", "bspline"
 Interp parse_interp(const std::string& s);  // accepts the names above (+ "lanczos3"); throws InputError
 
 /// Area-average downsampling along `axis` by `factor` >= 1 (fractional allowed).

@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "isoprompt/log.h"
+#include "isoprompt/progress.h"
 #include "isoprompt/metrics.h"
 #include "isoprompt/stats.h"
 
@@ -191,27 +192,37 @@ Volume crop_origin(const Volume& v, const Shape3& g) {
 
 }  // namespace
 
-EvalReport evaluate(const Volume& gt, const Volume& pred_in, const EvalOptions& opt) {
+EvalReport evaluate(const Volume& gt_in, const Volume& pred_in, const EvalOptions& opt) {
   Volume pred = pred_in;
+  Volume gt = gt_in;
   if (gt.shape() != pred.shape()) {
     if (!opt.crop_to_gt)
       throw_input("shape mismatch: ground truth is {} but prediction is {} (crop the prediction with --crop-to-gt)",
                   to_string(gt.shape()), to_string(pred.shape()));
+    // Both grids start at voxel 0 (cell-centred, see ops.h), so the common box at the
+    // origin is registered: a prediction upsampled from floor(n / K) slices is shorter
+    // than the GT by n mod K slices, which are dropped from the GT.
     const Shape3 g = gt.shape(), q = pred.shape();
-    if (q.z < g.z || q.y < g.y || q.x < g.x)
-      throw_input("cannot crop the prediction ({}) to the ground truth ({}): the prediction is smaller",
-                  to_string(q), to_string(g));
-    pred = crop_origin(pred, g);
-    log_info("cropped the prediction from {} to {}", to_string(q), to_string(g));
+    const Shape3 c{std::min(g.z, q.z), std::min(g.y, q.y), std::min(g.x, q.x)};
+    if (q != c) {
+      pred = crop_origin(pred, c);
+      log_info("cropped the prediction from {} to {}", to_string(q), to_string(c));
+    }
+    if (g != c) {
+      gt = crop_origin(gt, c);
+      log_warn("the prediction is smaller than the ground truth: evaluating the common {} box (ground truth {})",
+               to_string(c), to_string(g));
+    }
   }
   const Shape3 s = gt.shape();
   if (s.z < 11 || s.y < 11 || s.x < 11)
     throw_input("evaluation needs at least 11 voxels along every axis for ssim, got {}", to_string(s));
   Volume mask;
   if (opt.mask) {
-    if (opt.mask->shape() != s)
-      throw_input("mask shape {} does not match the ground truth {}", to_string(opt.mask->shape()), to_string(s));
-    mask = opt.mask->astype(DType::F32);
+    if (opt.mask->shape() != gt_in.shape())
+      throw_input("mask shape {} does not match the ground truth {}", to_string(opt.mask->shape()),
+                  to_string(gt_in.shape()));
+    mask = (opt.mask->shape() == s ? *opt.mask : crop_origin(*opt.mask, s)).astype(DType::F32);
   }
   EvalReport r;
   r.shape = s;
@@ -256,9 +267,13 @@ EvalReport evaluate(const Volume& gt, const Volume& pred_in, const EvalOptions& 
     r.overall.nrmse = e.ref2 > 0 ? std::sqrt(e.se / e.ref2) : kInf;
   }
   if (opt.per_orientation) {
+    Progress progress("evaluating", 3, "orientations");  // also the Ctrl-C safe points
     r.xy = orientation_metrics(a, b, Plane::XY, r.data_range, r.ms_ssim_scales, m);
+    progress.advance(1, "xy");
     r.xz = orientation_metrics(a, b, Plane::XZ, r.data_range, r.ms_ssim_scales, m);
+    progress.advance(1, "xz");
     r.yz = orientation_metrics(a, b, Plane::YZ, r.data_range, r.ms_ssim_scales, m);
+    progress.finish();
     r.overall.ssim = (r.xy.ssim + r.xz.ssim + r.yz.ssim) / 3.0;
     r.overall.ms_ssim = (r.xy.ms_ssim + r.xz.ms_ssim + r.yz.ms_ssim) / 3.0;
   } else {

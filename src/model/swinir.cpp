@@ -19,6 +19,15 @@
 #include "isoprompt/model.h"
 #include "model/shapes.h"
 
+// The fused CPU kernels (branch `fast`, src/model/fast_attention.{h,cpp}) are used for inference
+// when they are part of the build.
+#if __has_include("model/fast_attention.h")
+#include "model/fast_attention.h"
+#define ISO_HAVE_FAST_BLOCK 1
+#else
+#define ISO_HAVE_FAST_BLOCK 0
+#endif
+
 namespace isoprompt {
 
 namespace detail {
@@ -110,10 +119,29 @@ struct BlockImpl : torch::nn::Module {
   }
 
   // x: B×H×W×C contiguous; mask: nW×N×N for this H×W (only used when shifted).
-  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask) {
+  at::Tensor forward(const at::Tensor& x, const at::Tensor& mask, bool fused) {
     const int64_t N = w * w;
     at::Tensor rel_bias =
         attn->table.index_select(0, attn->index.view(-1)).view({N, N, heads}).permute({2, 0, 1}).contiguous();
+#if ISO_HAVE_FAST_BLOCK
+    if (fused && !at::GradMode::is_enabled() && x.device().is_cpu() && x.scalar_type() == at::kFloat) {
+      // Detached views: the kernel's worker threads do not inherit this thread's no-grad mode,
+      // and out= BLAS calls refuse tensors that require grad.
+      SwinBlockWeights p;
+      p.norm1_weight = norm1->weight.detach(); p.norm1_bias = norm1->bias.detach();
+      p.qkv_weight = attn->qkv->weight.detach(); p.qkv_bias = attn->qkv->bias.detach();
+      p.rel_bias = rel_bias.detach();
+      p.proj_weight = attn->proj->weight.detach(); p.proj_bias = attn->proj->bias.detach();
+      p.norm2_weight = norm2->weight.detach(); p.norm2_bias = norm2->bias.detach();
+      p.fc1_weight = mlp->fc1->weight.detach(); p.fc1_bias = mlp->fc1->bias.detach();
+      p.fc2_weight = mlp->fc2->weight.detach(); p.fc2_bias = mlp->fc2->bias.detach();
+      p.num_heads = heads; p.window = w; p.shift = shift; p.scale = scale; p.eps = kLnEps;
+      const int64_t B = x.size(0), H = x.size(1), W = x.size(2);
+      return fast_swin_block(x.view({B, H * W, dim}), H, W, p).view({B, H, W, dim});
+    }
+#else
+    (void)fused;
+#endif
     at::Tensor h = at::layer_norm(x, {dim}, norm1->weight, norm1->bias, kLnEps);
     at::Tensor qkv = at::linear(h, attn->qkv->weight, attn->qkv->bias);
     at::Tensor a = window_attention(qkv, heads, w, shift, rel_bias, shift ? mask : at::Tensor(), scale);
@@ -230,6 +258,10 @@ SwinIRImpl::SwinIRImpl(const SwinConfig& cfg) : cfg_(cfg) {
 
 void SwinIRImpl::set_stage_hook(StageHook hook) { hook_ = std::move(hook); }
 
+void SwinIRImpl::set_fused_kernels(bool on) { fused_ = on; }
+
+bool SwinIRImpl::fused_kernels_available() { return ISO_HAVE_FAST_BLOCK != 0; }
+
 at::Tensor SwinIRImpl::body(at::Tensor f0) {
   const int64_t B = f0.size(0), C = cfg_.embed_dim, H = f0.size(2), W = f0.size(3);
   const int64_t w = cfg_.window_size;
@@ -239,7 +271,7 @@ at::Tensor SwinIRImpl::body(at::Tensor f0) {
   for (int64_t s = 0; s < num_stages(); ++s) {
     auto& st = stages_[size_t(s)];
     at::Tensor y = t;
-    for (auto& blk : st->group->list) y = blk->forward(y, mask);
+    for (auto& blk : st->group->list) y = blk->forward(y, mask, fused_);
     // RSTB conv on the B×C×H×W view of the tokens (channels-last strides, no copy), then residual.
     at::Tensor c = at::conv2d(y.permute({0, 3, 1, 2}), st->conv->weight, st->conv->bias, 1, 1);
     t = c.permute({0, 2, 3, 1}) + t;

@@ -157,6 +157,7 @@ void degrade_restore_rows(const float* src, int64_t rows, int64_t cols, float* d
   std::vector<float> low(static_cast<size_t>(n_low * cols));
   detail::apply_weights<float>(src, 1, cols, detail::degrade_weights(rows, p, row_step_um), low.data());
   detail::add_noise(low.data(), n_low, cols, p, noise_stream);
+  if (interp == Interp::BSpline3) detail::bspline3_prefilter(low.data(), 1, n_low, cols);
   detail::apply_weights<float>(low.data(), 1, cols, detail::interp_weights(n_low, p.factor, interp, rows), dst);
 }
 

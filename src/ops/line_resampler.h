@@ -53,6 +53,10 @@ double axis_step(const VoxelSize& v, int axis);
 // length replaced by w.n_out and the step multiplied by `step_mul`.
 Volume apply_along_axis(const Volume& v, int axis, const LineWeights& w, double step_mul);
 
+// In place: turns samples into cubic B-spline coefficients along the middle axis of
+// [outer][n][inner] (mirror boundary). Needed before applying BSpline3 weights.
+void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner);
+
 // Adds seeded Poisson and/or Gaussian noise in place to `lines` x `line_len` floats
 // (the noise of each line depends only on seed, stream and line index).
 void add_noise(float* data, int64_t lines, int64_t line_len, const DegradeParams& p, uint64_t stream = 0);

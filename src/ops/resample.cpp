@@ -41,6 +41,7 @@ double interp_radius(Interp m) {
     case Interp::Linear: return 1.0;
     case Interp::Cubic: return 2.0;
     case Interp::Lanczos3: return 3.0;
+    case Interp::BSpline3: return 2.0;
   }
   return 1.0;
 }
@@ -57,6 +58,10 @@ double interp_kernel(Interp m, double t) {
       return 0.0;
     }
     case Interp::Lanczos3: return a < 3.0 ? sinc(t) * sinc(t / 3.0) : 0.0;
+    case Interp::BSpline3:
+      if (a < 1.0) return 2.0 / 3.0 - a * a + 0.5 * a * a * a;
+      if (a < 2.0) return (2.0 - a) * (2.0 - a) * (2.0 - a) / 6.0;
+      return 0.0;
   }
   return 0.0;
 }
@@ -100,7 +105,15 @@ LineWeights interp_weights(int64_t n_in, double factor, Interp interp, int64_t n
       const double r = interp_radius(interp);
       const int64_t lo = static_cast<int64_t>(std::floor(x)) - static_cast<int64_t>(r) + 1;
       const int64_t hi = static_cast<int64_t>(std::floor(x)) + static_cast<int64_t>(r);
-      for (int64_t k = lo; k <= hi; ++k) taps.push_back({k, interp_kernel(interp, x - double(k))});
+      for (int64_t k = lo; k <= hi; ++k) {
+        int64_t idx = k;
+        if (interp == Interp::BSpline3 && n_in > 1) {  // mirror, matching the prefilter
+          const int64_t period = 2 * (n_in - 1);
+          idx = ((idx % period) + period) % period;
+          if (idx >= n_in) idx = period - idx;
+        }
+        taps.push_back({idx, interp_kernel(interp, x - double(k))});
+      }
     }
     push_taps(w, taps, true);
   }
@@ -129,6 +142,54 @@ LineWeights kernel_weights(int64_t n_in, double factor, const std::function<doub
     push_taps(w, taps, true);
   }
   return w;
+}
+
+void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner) {
+  if (n < 2) return;
+  const double z = std::sqrt(3.0) - 2.0, lambda = (1.0 - z) * (1.0 - 1.0 / z);  // lambda = 6
+  const int64_t horizon = std::min<int64_t>(n, static_cast<int64_t>(std::ceil(std::log(1e-9) / std::log(-z))));
+  // Work items: (outer index, block of up to B columns); each runs the recursions for its
+  // columns, so the z axis (outer = 1) is parallel too.
+  constexpr int64_t B = 1024;
+  const int64_t nblk = (inner + B - 1) / B;
+#pragma omp parallel for schedule(static) if (outer * n * inner > 65536)
+  for (int64_t t = 0; t < outer * nblk; ++t) {
+    const int64_t o = t / nblk, i0 = (t - o * nblk) * B, len = std::min(B, inner - i0);
+    float* base = data + o * n * inner + i0;
+    auto row = [&](int64_t k) { return base + k * inner; };
+    double sum[B];
+    for (int64_t k = 0; k < n; ++k) {
+      float* r = row(k);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] * lambda);
+    }
+    // Causal initialisation (mirror boundary; Unser's InitialCausalCoefficient).
+    if (horizon < n) {
+      double zn = z;
+      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i];
+      for (int64_t k = 1; k < horizon; ++k, zn *= z)
+        for (int64_t i = 0; i < len; ++i) sum[i] += zn * row(k)[i];
+    } else {
+      double zn = z, iz = 1.0 / z, z2n = std::pow(z, double(n - 1));
+      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i] + z2n * row(n - 1)[i];
+      z2n *= z2n * iz;
+      for (int64_t k = 1; k <= n - 2; ++k, zn *= z, z2n *= iz)
+        for (int64_t i = 0; i < len; ++i) sum[i] += (zn + z2n) * row(k)[i];
+      for (int64_t i = 0; i < len; ++i) sum[i] /= (1.0 - zn * zn);
+    }
+    for (int64_t i = 0; i < len; ++i) row(0)[i] = static_cast<float>(sum[i]);
+    for (int64_t k = 1; k < n; ++k) {
+      float *r = row(k), *p = row(k - 1);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] + z * p[i]);
+    }
+    {
+      float *r = row(n - 1), *p = row(n - 2);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>((z / (z * z - 1.0)) * (z * p[i] + r[i]));
+    }
+    for (int64_t k = n - 2; k >= 0; --k) {
+      float *r = row(k), *q = row(k + 1);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(z * (q[i] - r[i]));
+    }
+  }
 }
 
 template <typename T>
@@ -249,7 +310,11 @@ Volume upsample(const Volume& v, int axis, double factor, Interp interp, int64_t
   if (l.n < 1) throw_input("cannot upsample an empty axis {}", axis_name(axis));
   const int64_t n_out = out_len >= 0 ? out_len : std::llround(static_cast<double>(l.n) * factor);
   if (n_out < 1) throw_input("upsampled length of axis {} must be >= 1, got {}", axis_name(axis), n_out);
-  return detail::apply_along_axis(v, axis, detail::interp_weights(l.n, factor, interp, n_out), 1.0 / factor);
+  const detail::LineWeights w = detail::interp_weights(l.n, factor, interp, n_out);
+  if (interp != Interp::BSpline3) return detail::apply_along_axis(v, axis, w, 1.0 / factor);
+  Volume coef = v.dtype() == DType::F32 ? v.clone() : v.astype(DType::F32);
+  detail::bspline3_prefilter(coef.data<float>(), l.outer, l.n, l.inner);
+  return detail::apply_along_axis(coef, axis, w, 1.0 / factor);
 }
 
 const char* interp_name(Interp m) {
@@ -258,6 +323,7 @@ const char* interp_name(Interp m) {
     case Interp::Linear: return "linear";
     case Interp::Cubic: return "cubic";
     case Interp::Lanczos3: return "lanczos";
+    case Interp::BSpline3: return "bspline";
   }
   return "?";
 }
@@ -267,7 +333,8 @@ Interp parse_interp(const std::string& s) {
   if (s == "linear") return Interp::Linear;
   if (s == "cubic") return Interp::Cubic;
   if (s == "lanczos" || s == "lanczos3") return Interp::Lanczos3;
-  throw_input("unknown interpolation '{}' (expected nearest, linear, cubic or lanczos)", s);
+  if (s == "bspline") return Interp::BSpline3;
+  throw_input("unknown interpolation '{}' (expected nearest, linear, cubic, lanczos or bspline)", s);
 }
 
 Volume crop(const Volume& v, Shape3 origin, Shape3 size) {

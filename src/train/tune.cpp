@@ -177,6 +177,10 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
            n_trainable, 100.0 * n_trainable / std::max<int64_t>(1, n_backbone), n_backbone, factor,
            sampler.train_planes().size(), sampler.val_planes().size());
 
+  if (!full && 10 * n_trainable > n_backbone)
+    log_warn("the prompt has {} parameters, over 10% of the backbone's {}: consider fewer "
+             "--prompts, a smaller --attn-dim or --prompt-at tail",
+             n_trainable, n_backbone);
   const bool use_cache = !full && pcfg.placement == PromptConfig::Placement::Tail &&
                          params.cache_crops > 0;
   const int64_t chunk = params.batch;

@@ -213,6 +213,14 @@ TEST(Evaluate, ProtocolAndShapeChecks) {
     for (int64_t y = 0; y < 20; ++y)
       for (int64_t x = 0; x < 24; ++x) bigger.at<uint8_t>(z, y, x) = gt.at<uint8_t>(z, y, x);
   EXPECT_EQ(evaluate(gt, bigger, crop).overall.psnr, std::numeric_limits<double>::infinity());
-  Volume smaller({15, 20, 24}, DType::U8);
-  EXPECT_THROW(evaluate(gt, smaller, crop), InputError);
+  // A shorter prediction (e.g. 4 x floor(n / 4) slices) is compared on the common box.
+  Volume shorter({13, 21, 24}, DType::U8);
+  for (int64_t z = 0; z < 13; ++z)
+    for (int64_t y = 0; y < 20; ++y)
+      for (int64_t x = 0; x < 24; ++x) shorter.at<uint8_t>(z, y, x) = gt.at<uint8_t>(z, y, x);
+  r = evaluate(gt, shorter, crop);
+  EXPECT_EQ(r.shape, (Shape3{13, 20, 24}));
+  EXPECT_EQ(r.overall.psnr, std::numeric_limits<double>::infinity());
+  shorter.at<uint8_t>(12, 19, 23) ^= 1;  // inside the common box: counts
+  EXPECT_LT(evaluate(gt, shorter, crop).overall.psnr, 100);
 }

@@ -198,7 +198,8 @@ TEST(Degrade, NoiseStatistics) {
 TEST(Degrade, RestoreRowsMatchesTheVolumePath) {
   const int64_t rows = 37, cols = 11;
   const Volume img = random_volume({1, rows, cols}, 4);
-  for (auto model : {DegradeParams::Average, DegradeParams::Psf}) {
+  for (auto model : {DegradeParams::Average, DegradeParams::Psf})
+  for (Interp interp : {Interp::Cubic, Interp::BSpline3}) {
     DegradeParams p;
     p.model = model;
     p.factor = 4.43;
@@ -206,12 +207,12 @@ TEST(Degrade, RestoreRowsMatchesTheVolumePath) {
     p.gaussian_sigma = 0.05;
     p.seed = 9;
     std::vector<float> out(rows * cols);
-    degrade_restore_rows(img.data<float>(), rows, cols, out.data(), p, Interp::Cubic, 0.3);
+    degrade_restore_rows(img.data<float>(), rows, cols, out.data(), p, interp, 0.3);
     Volume img2 = img;
     img2.set_voxel_size({1, 0.3, 1});
     const Volume d = degrade(img2, 1, p);
     ASSERT_EQ(d.ny(), 8);
-    const Volume u = upsample(d, 1, 4.43, Interp::Cubic, rows);
+    const Volume u = upsample(d, 1, 4.43, interp, rows);
     for (int64_t i = 0; i < rows * cols; ++i) ASSERT_EQ(out[i], u.data<float>()[i]) << i;
   }
 }

@@ -169,6 +169,23 @@ TEST(Upsample, RampIsReproducedInTheInterior) {
     EXPECT_EQ(up1d(ramp, 1.0, m), ramp) << interp_name(m);
 }
 
+// Cubic B-spline (prefiltered): interpolating (K = 1 returns the samples), reproduces
+// cubics away from the ends, and keeps a constant right up to the (mirrored) edges.
+TEST(Upsample, BSplineInterpolatesAndReproducesCubics) {
+  std::vector<float> s(40);
+  for (int i = 0; i < 40; ++i) s[i] = float(std::sin(0.7 * i) * 10);
+  const auto same = up1d(s, 1.0, Interp::BSpline3, 0);
+  for (int i = 0; i < 40; ++i) EXPECT_NEAR(same[i], s[i], 2e-5) << i;
+  auto cubic = [](double x) { return 0.01 * x * x * x - 0.3 * x * x + x + 2; };
+  for (int i = 0; i < 40; ++i) s[i] = float(cubic(i));
+  const auto u = up1d(s, 3.0, Interp::BSpline3, 1);
+  ASSERT_EQ(u.size(), 120u);
+  for (int i = 45; i < 75; ++i) EXPECT_NEAR(u[i], cubic((i + 0.5) / 3 - 0.5), 1e-3) << i;  // the prefilter's
+  // influence decays as 0.268^distance: the middle of a 40-sample line is exact to float precision.
+  for (float x : up1d(std::vector<float>(7, 3.f), 2.5, Interp::BSpline3)) EXPECT_NEAR(x, 3.f, 1e-5);
+  EXPECT_EQ(parse_interp("bspline"), Interp::BSpline3);
+}
+
 // Clamp-to-edge: taps outside [0, n) read the edge voxel.
 TEST(Upsample, BoundaryClampsToEdge) {
   // Linear, K=2 on [1, 3]: x = -0.25, 0.25, 0.75, 1.25 -> 1, 1.5, 2.5, 3.

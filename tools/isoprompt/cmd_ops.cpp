@@ -10,24 +10,15 @@
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
+#include "isoprompt/io.h"
 #include "isoprompt/log.h"
 #include "isoprompt/metrics.h"
 #include "isoprompt/ops.h"
-
-// The TIFF layer lands on its own branch; until it is merged these commands report
-// that they cannot read files. (Remove the guard once io.h is in main.)
-#if __has_include("isoprompt/io.h")
-#include "isoprompt/io.h"
-#define ISO_HAVE_IO 1
-#else
-#define ISO_HAVE_IO 0
-#endif
 
 namespace isoprompt::cli {
 
 namespace {
 
-#if ISO_HAVE_IO
 Volume load(const std::string& path, bool* calibrated = nullptr) {
   TiffFileInfo fi;
   Volume v = read_volume(path, {}, &fi);
@@ -35,14 +26,6 @@ Volume load(const std::string& path, bool* calibrated = nullptr) {
   return v;
 }
 void save(const std::string& path, const Volume& v) { write_volume(path, v); }
-#else
-[[noreturn]] Volume load(const std::string& path, bool* = nullptr) {
-  throw_error("cannot read {}: this build has no TIFF support", path);
-}
-[[noreturn]] void save(const std::string& path, const Volume&) {
-  throw_error("cannot write {}: this build has no TIFF support", path);
-}
-#endif
 
 int parse_axis(const std::string& s) {
   if (s == "z") return 0;
@@ -278,7 +261,7 @@ void register_ops_commands(CLI::App& app) {
     c->add_option("input", a->in, "anisotropic input TIFF")->required();
     c->add_option("-o,--output", a->out, "isotropic output TIFF (same dtype; step along the axis / K)")->required();
     c->add_option("--method", a->method,
-                  "nearest, linear, cubic (Keys a = -0.5) or lanczos (Lanczos-3)")
+                  "nearest, linear, cubic (Keys a = -0.5), lanczos (Lanczos-3) or bspline (cubic B-spline, prefiltered)")
         ->capture_default_str();
     c->add_option("--factor", a->factor, "upsampling factor K >= 1, or auto = z-step / xy-pixel from the calibration")
         ->capture_default_str();
@@ -291,7 +274,7 @@ void register_ops_commands(CLI::App& app) {
     c->add_option("--gt", a->gt, "ground-truth TIFF")->required();
     c->add_option("--pred", a->pred, "restored TIFF")->required();
     c->add_flag("--json", a->json, "print JSON instead of a table");
-    c->add_flag("--crop-to-gt", a->crop_to_gt, "crop the prediction to the GT's shape (origin 0) when it is larger");
+    c->add_flag("--crop-to-gt", a->crop_to_gt, "shapes differ: evaluate the common box at the origin (the prediction is cropped to the GT; a shorter prediction crops the GT too)");
     c->add_option("--mask", a->mask, "mask TIFF of the GT's shape (non-zero = evaluate)");
     c->add_option("--norm", a->norm,
                   "gt-percentiles: map both to [0,1] with the GT's pmin/pmax percentiles, clip, range 1; "
