@@ -1,0 +1,574 @@
+// Backbone pretraining: synthetic pair stream, Adam, checkpoint/resume, validation, export.
+#include "isoprompt/pretrain.h"
+
+#include <ATen/CPUGeneratorImpl.h>
+#include <torch/nn/module.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <ctime>
+#include <fstream>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "isoprompt/checkpoint.h"
+#include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/log.h"
+#include "isoprompt/ops.h"
+#include "isoprompt/phantom.h"
+#include "isoprompt/progress.h"
+#include "isoprompt/runtime.h"
+#include "isoprompt/stats.h"
+
+namespace isoprompt {
+
+SwinConfig default_backbone_config() {
+  SwinConfig c;
+  c.embed_dim = 32;
+  c.depths = {2, 2, 2};
+  c.num_heads = {4, 4, 4};
+  c.window_size = 8;
+  c.mlp_ratio = 2.0;
+  c.num_feat = 32;
+  c.img_size = 16;  // only sizes the stored attention-mask buffers; any input size works
+  return c;
+}
+
+// ---- pairs ---------------------------------------------------------------------------
+
+namespace {
+
+constexpr uint64_t kValSeed = 0x7a11da7e5eedULL;  // validation data never depends on --seed
+constexpr int64_t kPoolSlots = 4;
+
+// Gaussian blur of a rows x cols image along its columns (x), clamp-to-edge.
+void blur_cols(float* img, int64_t rows, int64_t cols, double sigma) {
+  const auto k = gaussian_kernel(sigma);
+  const int64_t r = static_cast<int64_t>(k.size() / 2);
+  std::vector<float> buf(static_cast<size_t>(cols + 2 * r));
+  for (int64_t y = 0; y < rows; ++y) {
+    float* p = img + y * cols;
+    for (int64_t x = -r; x < cols + r; ++x) buf[x + r] = p[std::min(cols - 1, std::max<int64_t>(0, x))];
+    for (int64_t x = 0; x < cols; ++x) {
+      float acc = 0;
+      for (int64_t j = 0; j <= 2 * r; ++j) acc += k[j] * buf[x + j];
+      p[x] = acc;
+    }
+  }
+}
+
+// Copies plane `index` of orientation `pl` into a rows x cols buffer.
+void extract_plane(const Volume& v, Plane pl, int64_t index, std::vector<float>& out, int64_t& rows, int64_t& cols) {
+  const PlaneView<float> view = v.plane<float>(pl, index);
+  rows = view.rows;
+  cols = view.cols;
+  out.resize(static_cast<size_t>(rows * cols));
+  for (int64_t r = 0; r < rows; ++r)
+    for (int64_t c = 0; c < cols; ++c) out[r * cols + c] = view(r, c);
+}
+
+Volume normalized_float(const Volume& v) {
+  const auto pc = percentiles(v, {1.0, 99.8});
+  const double lo = pc[0], hi = pc[1] > pc[0] ? pc[1] : pc[0] + 1;
+  Volume f(v.shape(), DType::F32, v.voxel_size(), v.unit());
+  float* d = f.data<float>();
+  const float scale = static_cast<float>(1.0 / (hi - lo)), off = static_cast<float>(lo);
+  for (int64_t i = 0; i < v.numel(); ++i) d[i] = (voxel_as_float(v, i) - off) * scale;
+  return f;
+}
+
+PhantomKind kind_for(uint64_t h) {
+  // mixed and em are the most varied, so they come up more often.
+  static const PhantomKind table[] = {PhantomKind::Mixed,     PhantomKind::Mixed,  PhantomKind::Mixed,
+                                      PhantomKind::EM,        PhantomKind::EM,     PhantomKind::Filaments,
+                                      PhantomKind::Nuclei,    PhantomKind::Membranes, PhantomKind::Puncta};
+  return table[h % (sizeof(table) / sizeof(table[0]))];
+}
+
+// A phantom for the stream: random kind, random extra isotropic blur, percentile-normalised.
+Volume stream_phantom(uint64_t seed, int64_t size) {
+  SplitMix r(seed);
+  PhantomParams pp;
+  pp.size = {size, size, size};
+  pp.kind = kind_for(r.next());
+  pp.seed = r.next();
+  Volume v = make_phantom(pp);
+  const double blur = r.uniform() < 0.5 ? 0.0 : r.uniform(0.3, 1.2);
+  if (blur > 0) gaussian_blur_inplace(v, blur, blur, blur);
+  return normalized_float(v);
+}
+
+const Volume& pool_volume(const PretrainParams& p, PhantomPool& pool, int64_t slot, int64_t step) {
+  if (pool.ids.size() != static_cast<size_t>(kPoolSlots)) {
+    pool.ids.assign(kPoolSlots, -1);
+    pool.volumes.assign(kPoolSlots, Volume());
+  }
+  const int64_t every = std::max<int64_t>(1, p.phantom_every);
+  const int64_t id = (step + slot * every) / (kPoolSlots * every) * kPoolSlots + slot;
+  if (pool.ids[size_t(slot)] != id) {
+    pool.volumes[size_t(slot)] = stream_phantom(hash_combine(p.seed, static_cast<uint64_t>(id)), p.phantom_size);
+    pool.ids[size_t(slot)] = id;
+  }
+  return pool.volumes[size_t(slot)];
+}
+
+}  // namespace
+
+void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams& p, uint64_t seed, float* input,
+               float* target) {
+  const int64_t crop = p.crop;
+  SplitMix r(seed);
+  const bool transpose = r.uniform() < 0.5, flip_r = r.uniform() < 0.5, flip_c = r.uniform() < 0.5;
+  const int64_t R = transpose ? cols : rows, C = transpose ? rows : cols;  // oriented source size
+  if (R < crop || C < crop)
+    throw_input("a {}x{} plane is too small for {}x{} training crops", rows, cols, crop, crop);
+  // Degrade a taller window than the crop so the crop is not at the window's clamped edges.
+  const int64_t win = std::min(R, crop + 32);
+  const int64_t r0 = r.randint(0, R - win), c0 = r.randint(0, C - crop);
+  const int64_t top = (win - crop) / 2;
+  const double gain = r.uniform(0.7, 1.1);
+  std::vector<float> w(static_cast<size_t>(win * crop)), d(w.size());
+  for (int64_t y = 0; y < win; ++y)
+    for (int64_t x = 0; x < crop; ++x) {
+      int64_t sy = r0 + y, sx = c0 + x;
+      if (flip_r) sy = R - 1 - sy;
+      if (flip_c) sx = C - 1 - sx;
+      const float v = transpose ? clean[sx * cols + sy] : clean[sy * cols + sx];
+      w[y * crop + x] = static_cast<float>(gain * v);
+    }
+  DegradeParams dp;
+  const bool integer = r.uniform() < 0.5;
+  dp.factor = integer ? double(r.randint(static_cast<int64_t>(std::ceil(p.min_factor)),
+                                         static_cast<int64_t>(std::floor(p.max_factor))))
+                      : r.uniform(p.min_factor, p.max_factor);
+  if (r.uniform() < p.psf_prob) {
+    dp.model = DegradeParams::Psf;
+    dp.psf_sigma_px = dp.factor * r.uniform(0.35, 0.65);
+  }
+  if (r.uniform() < p.poisson_prob) dp.poisson_peak = r.uniform(p.poisson_min, p.poisson_max);
+  if (r.uniform() < p.gaussian_prob) dp.gaussian_sigma = r.uniform(0.0, p.gaussian_max);
+  dp.seed = r.next();
+  const double lateral = r.uniform() < p.lateral_blur_prob ? r.uniform(0.3, 1.0) : 0.0;
+  degrade_restore_rows(w.data(), win, crop, d.data(), dp, Interp::Cubic);
+  if (lateral > 0) blur_cols(d.data(), win, crop, lateral);
+  std::copy(w.begin() + top * crop, w.begin() + (top + crop) * crop, target);
+  std::copy(d.begin() + top * crop, d.begin() + (top + crop) * crop, input);
+}
+
+void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at::Tensor& input, at::Tensor& target) {
+  const int64_t B = p.batch, c = p.pairs.crop;
+  input = at::empty({B, 1, c, c}, at::kFloat);
+  target = at::empty({B, 1, c, c}, at::kFloat);
+  if (pool.user.size() != p.user_volumes.size()) {
+    pool.user.clear();
+    pool.user_isotropic.clear();
+    for (const Volume& v : p.user_volumes) {
+      pool.user.push_back(normalized_float(v));
+      const VoxelSize vs = v.voxel_size();
+      pool.user_isotropic.push_back(std::abs(vs.z / vs.x - 1) < 0.05 && std::abs(vs.y / vs.x - 1) < 0.05);
+    }
+  }
+  std::vector<float> plane;
+  for (int64_t b = 0; b < B; ++b) {
+    SplitMix r(hash_combine(hash_combine(p.seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(b) + 0xba7c4));
+    const Volume* v = nullptr;
+    bool iso = true;
+    if (!pool.user.empty() && r.uniform() < p.user_fraction) {
+      const int64_t k = r.randint(0, static_cast<int64_t>(pool.user.size()) - 1);
+      v = &pool.user[size_t(k)];
+      iso = pool.user_isotropic[size_t(k)];
+    } else {
+      v = &pool_volume(p, pool, r.randint(0, kPoolSlots - 1), step);
+    }
+    // Planes big enough for the crop; anisotropic user volumes only give XY planes.
+    std::vector<Plane> ok;
+    for (Plane pl : {Plane::XY, Plane::XZ, Plane::YZ}) {
+      if (!iso && pl != Plane::XY) continue;
+      const PlaneView<float> view = v->plane<float>(pl, 0);
+      if (std::min(view.rows, view.cols) >= c) ok.push_back(pl);
+    }
+    if (ok.empty())
+      throw_input("training volume of shape {} has no plane of at least {}x{} pixels", to_string(v->shape()), c, c);
+    const Plane pl = ok[size_t(r.randint(0, static_cast<int64_t>(ok.size()) - 1))];
+    const int64_t index = r.randint(0, v->plane_count(pl) - 1);
+    int64_t rows = 0, cols = 0;
+    extract_plane(*v, pl, index, plane, rows, cols);
+    make_pair(plane.data(), rows, cols, p.pairs, r.next(), input.data_ptr<float>() + b * c * c,
+              target.data_ptr<float>() + b * c * c);
+  }
+}
+
+double psnr_unit(const at::Tensor& a, const at::Tensor& b) {
+  const double mse = (a.to(at::kDouble) - b.to(at::kDouble)).pow(2).mean().item<double>();
+  return mse > 0 ? 10.0 * std::log10(1.0 / mse) : 99.0;
+}
+
+void identity_init(SwinIR& net) {
+  at::NoGradGuard ng;
+  const SwinConfig& c = net->config();
+  for (auto& kv : net->named_parameters(true)) {
+    const std::string& name = kv.key();
+    at::Tensor t = kv.value();
+    if (name == "conv_first.weight") {
+      t[0].zero_();
+      for (int64_t ch = 0; ch < c.in_chans; ++ch) t[0][ch][1][1].fill_(ch == 0 ? 1.0 : 0.0);
+    } else if (name == "conv_first.bias") {
+      t[0].zero_();
+    } else if (name == "conv_after_body.weight" || name == "conv_after_body.bias") {
+      t.zero_();
+    } else if (name == "conv_before_upsample.0.weight") {
+      t[0].zero_();
+      t[0][0][1][1].fill_(1.0);
+    } else if (name == "conv_before_upsample.0.bias") {
+      t[0].fill_(1.0);  // keeps channel 0 positive through the LeakyReLU for inputs > -1
+    } else if (name == "conv_last.weight") {
+      t.zero_();
+      t[0][0][1][1].fill_(1.0);
+    } else if (name == "conv_last.bias") {
+      t.fill_(-1.0);
+    }
+  }
+}
+
+// ---- training -------------------------------------------------------------------------
+
+namespace {
+
+struct ValSet {
+  at::Tensor input, target;
+};
+
+ValSet make_val_set(int64_t n) {
+  const int64_t size = 96;
+  ValSet vs;
+  vs.input = at::empty({n, 1, size, size}, at::kFloat);
+  vs.target = at::empty({n, 1, size, size}, at::kFloat);
+  PairParams pp;
+  pp.crop = size;
+  pp.lateral_blur_prob = 0;
+  const auto kinds = all_phantom_kinds();
+  std::vector<float> plane;
+  uint64_t cache_key = ~0ULL;
+  Volume cache;
+  for (int64_t i = 0; i < n; ++i) {
+    // One 112^3 volume per kind, 4 planes each; factors cycle over 2..10.
+    const int64_t vol = i / 4;
+    PhantomParams ph;
+    ph.size = {112, 112, 112};
+    ph.kind = kinds[size_t(vol) % kinds.size()];
+    ph.seed = hash_combine(kValSeed, static_cast<uint64_t>(vol));
+    if (cache_key != ph.seed) {
+      cache = normalized_float(make_phantom(ph));
+      cache_key = ph.seed;
+    }
+    const Volume& v = cache;
+    const Plane pl = static_cast<Plane>(i % 3);
+    int64_t rows = 0, cols = 0;
+    extract_plane(v, pl, 20 + (i * 23) % 70, plane, rows, cols);
+    pp.min_factor = pp.max_factor = 2.0 + double((i * 5) % 9);
+    make_pair(plane.data(), rows, cols, pp, hash_combine(kValSeed, 1000 + static_cast<uint64_t>(i)),
+              vs.input.data_ptr<float>() + i * size * size, vs.target.data_ptr<float>() + i * size * size);
+  }
+  return vs;
+}
+
+std::pair<double, double> validate_net(SwinIR& net, const ValSet& vs, const c10::Device& dev) {
+  at::NoGradGuard ng;
+  double in = 0, out = 0;
+  const int64_t n = vs.input.size(0);
+  for (int64_t i = 0; i < n; i += 8) {
+    const int64_t e = std::min(n, i + 8);
+    at::Tensor x = vs.input.slice(0, i, e), y = vs.target.slice(0, i, e);
+    at::Tensor o = net->forward(x.to(dev)).to(at::kCPU);
+    for (int64_t k = 0; k < e - i; ++k) {
+      in += psnr_unit(x[k], y[k]);
+      out += psnr_unit(o[k], y[k]);
+    }
+  }
+  return {in / double(n), out / double(n)};
+}
+
+// The parameters that define the data stream: a resumed run must match them.
+std::string stream_json(const PretrainParams& p) {
+  nlohmann::ordered_json j;
+  j["seed"] = p.seed;
+  j["batch"] = p.batch;
+  j["crop"] = p.pairs.crop;
+  j["factors"] = {p.pairs.min_factor, p.pairs.max_factor};
+  j["psf_prob"] = p.pairs.psf_prob;
+  j["poisson"] = {p.pairs.poisson_prob, p.pairs.poisson_min, p.pairs.poisson_max};
+  j["gaussian"] = {p.pairs.gaussian_prob, p.pairs.gaussian_max};
+  j["lateral_blur_prob"] = p.pairs.lateral_blur_prob;
+  j["phantom_size"] = p.phantom_size;
+  j["phantom_every"] = p.phantom_every;
+  j["user_data"] = p.user_names;
+  j["user_fraction"] = p.user_fraction;
+  return j.dump();
+}
+
+// The learning-rate schedule: a resumed run may change it (with a warning), e.g. to anneal.
+std::string optim_json(const PretrainParams& p) {
+  nlohmann::ordered_json j;
+  j["lr"] = p.lr;
+  j["warmup"] = p.warmup;
+  j["min_lr_ratio"] = p.min_lr_ratio;
+  return j.dump();
+}
+
+std::string fmt_double(double v) { return fmt::format("{:.17g}", v); }
+
+struct TrainState {
+  SwinIR net{nullptr};
+  std::vector<std::pair<std::string, at::Tensor>> params;
+  std::vector<at::Tensor> m, v;
+  int64_t step = 0;
+  double seconds_before = 0;  // wall time of earlier sessions
+  double loss_acc = 0;
+  int64_t loss_n = 0;
+};
+
+void write_checkpoint(const std::string& path, const TrainState& st, const PretrainParams& p, double seconds) {
+  TensorList list;
+  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("param/" + st.params[i].first, st.params[i].second.detach());
+  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_m/" + st.params[i].first, st.m[i]);
+  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_v/" + st.params[i].first, st.v[i]);
+  std::map<std::string, std::string> meta{{"format", "isoprompt-pretrain-checkpoint"},
+                                          {"step", std::to_string(st.step)},
+                                          {"seconds", fmt_double(seconds)},
+                                          {"config", p.config.to_json()},
+                                          {"stream", stream_json(p)},
+                                          {"optim", optim_json(p)},
+                                          {"loss_acc", fmt_double(st.loss_acc)},
+                                          {"loss_n", std::to_string(st.loss_n)}};
+  write_safetensors(path, list, meta);
+}
+
+void read_checkpoint(const std::string& path, TrainState& st, const PretrainParams& p) {
+  check_input_file(path, "checkpoint");
+  std::map<std::string, std::string> meta;
+  const TensorMap t = read_safetensors(path, &meta);
+  auto get = [&](const std::string& k) {
+    auto it = meta.find(k);
+    if (it == meta.end()) throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (no '{}' metadata)", path, k));
+    return it->second;
+  };
+  if (get("format") != "isoprompt-pretrain-checkpoint")
+    throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (format '{}')", path, get("format")));
+  const SwinConfig saved = SwinConfig::from_json(get("config"));
+  if (saved != p.config)
+    throw_input("checkpoint {} was made with model {}, but this run asks for {}", path, saved.to_json(),
+                p.config.to_json());
+  if (get("stream") != stream_json(p))
+    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path, get("stream"),
+                stream_json(p));
+  if (get("optim") != optim_json(p))
+    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path, optim_json(p), get("optim"));
+  at::NoGradGuard ng;
+  for (size_t i = 0; i < st.params.size(); ++i) {
+    const std::string& name = st.params[i].first;
+    for (const char* prefix : {"param/", "adam_m/", "adam_v/"}) {
+      auto it = t.find(prefix + name);
+      if (it == t.end()) throw CheckpointError(fmt::format("checkpoint {} has no tensor '{}{}'", path, prefix, name));
+      if (it->second.sizes() != st.params[i].second.sizes())
+        throw CheckpointError(fmt::format("tensor '{}{}' in {} has the wrong shape", prefix, name, path));
+    }
+    st.params[i].second.copy_(t.at("param/" + name));
+    st.m[i].copy_(t.at("adam_m/" + name));
+    st.v[i].copy_(t.at("adam_v/" + name));
+  }
+  st.step = std::stoll(get("step"));
+  st.seconds_before = std::stod(get("seconds"));
+  st.loss_acc = std::stod(get("loss_acc"));
+  st.loss_n = std::stoll(get("loss_n"));
+}
+
+double lr_at(const PretrainParams& p, int64_t step) {
+  double f = p.warmup > 0 ? std::min(1.0, double(step + 1) / double(p.warmup)) : 1.0;
+  if (p.min_lr_ratio < 1.0 && p.steps > 0) {
+    const double t = std::min(1.0, double(step) / double(p.steps));
+    f *= p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * t));
+  }
+  return p.lr * f;
+}
+
+void seed_torch(uint64_t seed) {
+  auto gen = at::detail::getDefaultCPUGenerator();
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_current_seed(seed);
+}
+
+void validate_params(const PretrainParams& p) {
+  p.config.validate();
+  if (p.steps < 1) throw_input("--steps must be >= 1, got {}", p.steps);
+  if (p.batch < 1) throw_input("--batch must be >= 1, got {}", p.batch);
+  if (p.pairs.crop < 8) throw_input("--crop must be >= 8, got {}", p.pairs.crop);
+  if (p.phantom_size < p.pairs.crop)
+    throw_input("--phantom-size ({}) must be at least the crop size ({})", p.phantom_size, p.pairs.crop);
+  if (!(p.pairs.min_factor >= 1) || p.pairs.max_factor < p.pairs.min_factor)
+    throw_input("degradation factors must satisfy 1 <= min <= max, got {} and {}", p.pairs.min_factor,
+                p.pairs.max_factor);
+  if (!(p.lr > 0)) throw_input("--lr must be positive, got {}", p.lr);
+  if (!p.checkpoint_path.empty()) check_output_path(p.checkpoint_path);
+  if (!p.export_path.empty()) check_output_path(p.export_path);
+  if (!p.log_csv.empty()) check_output_path(p.log_csv);
+}
+
+std::string iso_date() {
+  std::time_t t = std::time(nullptr);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
+  return buf;
+}
+
+}  // namespace
+
+PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
+  validate_params(p);
+  using clock = std::chrono::steady_clock;
+  const auto t0 = clock::now();
+  auto session_seconds = [&] { return std::chrono::duration<double>(clock::now() - t0).count(); };
+
+  TrainState st;
+  seed_torch(hash_combine(p.seed, 0x1417));
+  st.net = SwinIR(p.config);
+  if (p.identity_init) identity_init(st.net);
+  st.net->to(device);
+  st.net->train();
+  for (auto& kv : st.net->named_parameters(true)) {
+    st.params.emplace_back(kv.key(), kv.value());
+    st.m.push_back(at::zeros_like(kv.value()));
+    st.v.push_back(at::zeros_like(kv.value()));
+  }
+  if (!p.resume_path.empty()) {
+    read_checkpoint(p.resume_path, st, p);
+    log_info("resumed {} at step {} ({} of training so far)", p.resume_path, st.step,
+             Progress::format_duration(st.seconds_before));
+  }
+  log_info("model {}: {} parameters, {:.1f} GFLOP per 256x256 slice", p.config.to_json(),
+           p.config.parameter_count(), p.config.gflops(256, 256));
+
+  std::unique_ptr<std::ofstream> csv;
+  if (!p.log_csv.empty()) {
+    const bool append = !p.resume_path.empty() && file_exists(p.log_csv);
+    csv = std::make_unique<std::ofstream>(p.log_csv, append ? std::ios::app : std::ios::trunc);
+    if (!*csv) throw_input("cannot write log file {}", p.log_csv);
+    if (!append) *csv << "step,loss,lr,val_psnr_input,val_psnr_output,seconds\n";
+  }
+  const ValSet val = make_val_set(std::max<int64_t>(1, p.val_pairs));
+  PretrainResult res;
+  PhantomPool pool;
+  auto last_ckpt = clock::now();
+  const double b1 = 0.9, b2 = 0.999, eps = 1e-8;
+
+  auto checkpoint = [&] {
+    if (p.checkpoint_path.empty()) return;
+    write_checkpoint(p.checkpoint_path, st, p, st.seconds_before + session_seconds());
+    last_ckpt = clock::now();
+    log_debug("checkpoint at step {} written to {}", st.step, p.checkpoint_path);
+  };
+  auto run_validation = [&] {
+    st.net->eval();
+    const auto [pin, pout] = validate_net(st.net, val, device);
+    st.net->train();
+    res.val_psnr_input = pin;
+    res.val_psnr_output = pout;
+    return std::make_pair(pin, pout);
+  };
+
+  Progress bar("pretraining", p.steps, "steps");
+  try {
+    bar.update(st.step);
+    while (st.step < p.steps) {
+      at::Tensor x, y;
+      training_batch(p, st.step, pool, x, y);
+      x = x.to(device);
+      y = y.to(device);
+      for (auto& pr : st.params)
+        if (pr.second.grad().defined()) pr.second.mutable_grad() = at::Tensor();
+      at::Tensor out = st.net->forward(x);
+      at::Tensor loss = (out - y).abs().mean();
+      loss.backward();
+      const double lr = lr_at(p, st.step);
+      {
+        at::NoGradGuard ng;
+        const double t = double(st.step + 1);
+        const double bc1 = 1 - std::pow(b1, t), bc2 = 1 - std::pow(b2, t);
+        for (size_t i = 0; i < st.params.size(); ++i) {
+          at::Tensor& w = st.params[i].second;
+          const at::Tensor g = w.grad();
+          if (!g.defined()) continue;
+          st.m[i].mul_(b1).add_(g, 1 - b1);
+          st.v[i].mul_(b2).addcmul_(g, g, 1 - b2);
+          const at::Tensor denom = (st.v[i] / bc2).sqrt_().add_(eps);
+          w.addcdiv_(st.m[i], denom, -lr / bc1);
+        }
+      }
+      const double lv = loss.item<double>();
+      if (!std::isfinite(lv))
+        throw_error("pretraining diverged at step {} (loss {}); lower --lr or resume from the last checkpoint", st.step, lv);
+      st.loss_acc += lv;
+      st.loss_n += 1;
+      st.step += 1;
+      const bool do_val = (p.val_every > 0 && st.step % p.val_every == 0) || st.step == p.steps;
+      const bool do_log = st.step % std::max<int64_t>(1, p.log_every) == 0 || do_val;
+      if (do_log) {
+        const double mean_loss = st.loss_acc / double(std::max<int64_t>(1, st.loss_n));
+        res.last_loss = mean_loss;
+        std::string vin, vout;
+        if (do_val) {
+          const auto [pin, pout] = run_validation();
+          vin = fmt::format("{:.3f}", pin);
+          vout = fmt::format("{:.3f}", pout);
+          log_info("step {}: loss {:.5f}, validation PSNR input {} dB, output {} dB", st.step, mean_loss, vin, vout);
+        }
+        if (csv) {
+          *csv << fmt::format("{},{:.6f},{:.3g},{},{},{:.1f}\n", st.step, mean_loss, lr, vin, vout,
+                              st.seconds_before + session_seconds());
+          csv->flush();
+        }
+        st.loss_acc = 0;
+        st.loss_n = 0;
+      }
+      bar.update(st.step, fmt::format("loss {:.4f}", lv));
+      if (std::chrono::duration<double>(clock::now() - last_ckpt).count() >= p.checkpoint_minutes * 60) checkpoint();
+      if (p.max_minutes > 0 && session_seconds() >= p.max_minutes * 60 && st.step < p.steps) {
+        res.stopped_early = true;
+        log_info("stopping after {} minutes at step {} (--max-minutes)", p.max_minutes, st.step);
+        break;
+      }
+    }
+  } catch (const Cancelled&) {
+    checkpoint();
+    if (!p.checkpoint_path.empty())
+      log_info("interrupted at step {}: checkpoint written to {} (continue with --resume)", st.step, p.checkpoint_path);
+    throw;
+  }
+  bar.finish();
+  checkpoint();
+  if (res.val_psnr_input == 0) run_validation();
+  res.steps_done = st.step;
+  res.seconds = st.seconds_before + session_seconds();
+  if (!p.export_path.empty()) {
+    st.net->eval();
+    std::map<std::string, std::string> meta{
+        {"name", p.model_name},
+        {"description", "isoprompt backbone pretrained from scratch on procedural phantoms (isoprompt pretrain)"},
+        {"pretrain_steps", std::to_string(res.steps_done)},
+        {"pretrain_batch", std::to_string(p.batch)},
+        {"pretrain_crop", std::to_string(p.pairs.crop)},
+        {"pretrain_seconds", fmt::format("{:.0f}", res.seconds)},
+        {"pretrain_settings", stream_json(p)},
+        {"pretrain_optim", optim_json(p)},
+        {"val_psnr_input", fmt::format("{:.3f}", res.val_psnr_input)},
+        {"val_psnr_output", fmt::format("{:.3f}", res.val_psnr_output)},
+        {"created", iso_date()}};
+    save_backbone(p.export_path, st.net, meta);
+    log_info("exported {} ({} steps)", p.export_path, res.steps_done);
+  }
+  return res;
+}
+
+}  // namespace isoprompt
