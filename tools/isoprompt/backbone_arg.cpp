@@ -1,5 +1,6 @@
 #include "backbone_arg.h"
 
+#include <cstdio>
 #include <cstdlib>
 
 #include "isoprompt/error.h"
@@ -22,6 +23,20 @@ std::string resolve_backbone_path(const std::string& arg) {
   const std::string p = std::string(ISO_SOURCE_DIR) + "/models/" + name;
   if (file_exists(p)) return p;
   throw_input("default backbone not found (looked for {}{}); pass --backbone FILE", looked, p);
+}
+
+void parse_crop(const std::string& s, int64_t& crop_min, int64_t& crop_max) {
+  long long a = 0, b = 0;
+  char extra;
+  if (std::sscanf(s.c_str(), "%lld-%lld%c", &a, &b, &extra) == 2) {
+  } else if (std::sscanf(s.c_str(), "%lld%c", &a, &extra) == 1) {
+    b = a;
+  } else {
+    throw_input("--crop expects N or MIN-MAX in pixels, got '{}'", s);
+  }
+  if (a < 8 || b < a || b > 4096) throw_input("--crop sizes must satisfy 8 <= MIN <= MAX <= 4096, got '{}'", s);
+  crop_min = a;
+  crop_max = b;
 }
 
 }  // namespace isoprompt::cli

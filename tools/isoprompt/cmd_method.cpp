@@ -68,20 +68,6 @@ struct RestoreArgs : ReconArgs {
   double psf_fwhm = 0, psf_sigma = 0;
 };
 
-// --crop N or MIN-MAX, as `tune` takes it.
-void parse_crop(const std::string& s, TuneParams& p) {
-  long long a = 0, b = 0;
-  char extra;
-  if (std::sscanf(s.c_str(), "%lld-%lld%c", &a, &b, &extra) == 2) {
-  } else if (std::sscanf(s.c_str(), "%lld%c", &a, &extra) == 1) {
-    b = a;
-  } else {
-    throw_input("--crop expects N or MIN-MAX in pixels, got '{}'", s);
-  }
-  if (a < 8 || b < a || b > 4096) throw_input("--crop sizes must satisfy 8 <= MIN <= MAX <= 4096, got '{}'", s);
-  p.crop_min = a;
-  p.crop_max = b;
-}
 
 c10::Device parse_device(const std::string& s) {
   try {
@@ -285,7 +271,7 @@ void run_restore(RestoreArgs a) {
   tp.interp = parse_interp(a.interp);
   tp.prompt.placement = parse_placement(a.prompt_at);
   tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
-  parse_crop(a.crop, tp);
+  parse_crop(a.crop, tp.crop_min, tp.crop_max);
   if (a.degrade == "average") {
     tp.degrade.model = DegradeParams::Average;
     if (a.psf_fwhm > 0 || a.psf_sigma > 0) throw_input("--psf-fwhm/--psf-sigma need --degrade psf");

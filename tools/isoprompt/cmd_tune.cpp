@@ -36,19 +36,6 @@ double parse_factor(const std::string& s) {
   return k;
 }
 
-void parse_crop(const std::string& s, TuneParams& p) {
-  long long a = 0, b = 0;
-  char extra;
-  if (std::sscanf(s.c_str(), "%lld-%lld%c", &a, &b, &extra) == 2) {
-  } else if (std::sscanf(s.c_str(), "%lld%c", &a, &extra) == 1) {
-    b = a;
-  } else {
-    throw_input("--crop expects N or MIN-MAX in pixels, got '{}'", s);
-  }
-  if (a < 8 || b < a || b > 4096) throw_input("--crop sizes must satisfy 8 <= MIN <= MAX <= 4096, got '{}'", s);
-  p.crop_min = a;
-  p.crop_max = b;
-}
 
 torch::Device parse_device(const std::string& s) {
   try {
@@ -65,7 +52,7 @@ void run_tune(TuneArgs& a) {
   check_input_file(a.input);
   check_output_path(a.output, {a.input});
   p.factor = parse_factor(a.factor);
-  parse_crop(a.crop, p);
+  parse_crop(a.crop, p.crop_min, p.crop_max);
   p.prompt.placement = parse_placement(a.prompt_at);
   p.mode = parse_tune_mode(a.mode);
   p.interp = parse_interp(a.interp);
