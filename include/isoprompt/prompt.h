@@ -38,8 +38,12 @@ struct PromptConfig {
   // each residual Swin stage (Stages), or both.
   enum class Placement { Tail, Stages, Both };
 
-  int64_t num_prompts = 16;  // N
-  int64_t attn_dim = 64;     // d
+  // 0 = auto. A module on its own then takes the method's sizes (kMethodPrompts,
+  // kMethodAttnDim). A PromptedModel starts there and halves both until its modules hold
+  // at most 10% of the backbone's parameters (resolve_prompt_config): the method's module
+  // is 2% of UniFMIR but 17% of the small default backbone.
+  int64_t num_prompts = 0;  // N
+  int64_t attn_dim = 0;     // d
   int64_t query_rank = 8;    // r: channels kept per pixel before the query map; 0 = dense D→d
   Placement placement = Placement::Tail;
 };
@@ -47,8 +51,16 @@ struct PromptConfig {
 const char* placement_name(PromptConfig::Placement p);        // "tail", "stages", "both"
 PromptConfig::Placement parse_placement(const std::string& s);  // throws InputError
 
+constexpr int64_t kMethodPrompts = 16, kMethodAttnDim = 64;
+
 // Trainable parameters of one module on `channels` feature channels.
 int64_t prompt_module_parameters(int64_t channels, const PromptConfig& cfg);
+
+// Fills the auto (0) sizes of `cfg` for `modules` modules on `channels` channels beside a
+// backbone of `backbone_parameters`: the method's 16 prompts and d 64, halved together
+// (at least 4 and 16) while the modules exceed 10% of the backbone. Sizes given stay.
+PromptConfig resolve_prompt_config(PromptConfig cfg, int64_t channels, int64_t modules,
+                                   int64_t backbone_parameters);
 
 class PromptAttentionImpl : public torch::nn::Module {
  public:

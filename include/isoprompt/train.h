@@ -132,6 +132,9 @@ struct TuneParams {
   // Adam learning rate. The method prescribes 0.05; on this project's tests it was
   // unstable (docs/method.md has the numbers), 1e-3 is the default.
   double lr = 1e-3;
+  // The rate decays along a half cosine to lr × min_lr_ratio at the end of the run (the
+  // last step or the time budget, whichever comes first). 1 = constant.
+  double min_lr_ratio = 0.1;
   int64_t batch = 8;
   int64_t crop_min = 64, crop_max = 128;
   PromptConfig prompt;
@@ -156,6 +159,9 @@ struct TuneParams {
   std::string resume_from;   // a prompt file to continue from (module state)
   double time_budget_s = 0;  // stop after this many seconds (0 = no limit), keeping the best
 };
+
+// The learning rate at `progress` in [0, 1] of the run (a half cosine from lr to lr × min_lr_ratio).
+double tune_lr(const TuneParams& p, double progress);
 
 const char* mode_name(TuneParams::Mode m);        // "prompt", "full"
 TuneParams::Mode parse_tune_mode(const std::string& s);  // throws InputError

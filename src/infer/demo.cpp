@@ -101,10 +101,6 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
     tp.crop_min = 64;
     tp.crop_max = 64;
     tp.cache_crops = 48;
-    // The method's default module (16 prompts, d 64) has 17.8k parameters, 17% of the small
-    // default backbone; 8 prompts with d 32 keep it under 10% (8.8k).
-    tp.prompt.num_prompts = 8;
-    tp.prompt.attn_dim = 32;
     tp.eval_every = 20;
     tp.seed = p.seed;
     TuneResult tr = tune(res.input, backbone, tp);

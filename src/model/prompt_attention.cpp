@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <cmath>
 #include <random>
 
@@ -24,7 +25,15 @@ PromptConfig::Placement parse_placement(const std::string& s) {
   throw_input("unknown prompt placement '{}' (expected tail, stages or both)", s);
 }
 
-int64_t prompt_module_parameters(int64_t channels, const PromptConfig& cfg) {
+// Auto sizes of a module on its own: the method's.
+static PromptConfig with_method_sizes(PromptConfig cfg) {
+  if (cfg.num_prompts == 0) cfg.num_prompts = kMethodPrompts;
+  if (cfg.attn_dim == 0) cfg.attn_dim = kMethodAttnDim;
+  return cfg;
+}
+
+int64_t prompt_module_parameters(int64_t channels, const PromptConfig& config) {
+  const PromptConfig cfg = with_method_sizes(config);
   const int64_t p2 = PromptAttentionImpl::kPatch * PromptAttentionImpl::kPatch;
   const int64_t n = cfg.num_prompts, d = cfg.attn_dim, r = cfg.query_rank;
   const int64_t query = r > 0 ? r * channels + d * r * p2 + d : d * channels * p2 + d;
@@ -41,8 +50,26 @@ static void check_config(int64_t channels, const PromptConfig& cfg) {
     throw_input("prompt query rank must be in 0..4096, got {}", cfg.query_rank);
 }
 
-PromptAttentionImpl::PromptAttentionImpl(int64_t channels, const PromptConfig& cfg)
-    : channels_(channels), cfg_(cfg) {
+PromptConfig resolve_prompt_config(PromptConfig cfg, int64_t channels, int64_t modules,
+                                   int64_t backbone_parameters) {
+  const bool auto_n = cfg.num_prompts == 0, auto_d = cfg.attn_dim == 0;
+  cfg = with_method_sizes(cfg);
+  auto share = [&] {
+    return static_cast<double>(modules * prompt_module_parameters(channels, cfg)) /
+           static_cast<double>(std::max<int64_t>(1, backbone_parameters));
+  };
+  while ((auto_n || auto_d) && share() > 0.1) {
+    const bool can_n = auto_n && cfg.num_prompts > 4, can_d = auto_d && cfg.attn_dim > 16;
+    if (!can_n && !can_d) break;
+    if (can_n) cfg.num_prompts /= 2;
+    if (can_d) cfg.attn_dim /= 2;
+  }
+  return cfg;
+}
+
+PromptAttentionImpl::PromptAttentionImpl(int64_t channels, const PromptConfig& config)
+    : channels_(channels), cfg_(with_method_sizes(config)) {
+  const PromptConfig& cfg = cfg_;
   check_config(channels, cfg);
   torch::NoGradGuard no_grad;
   const int64_t n = cfg.num_prompts, d = cfg.attn_dim, r = cfg.query_rank, p = kPatch;

@@ -35,17 +35,20 @@ std::string backbone_hash(const SwinIR& net) {
 PromptedModel::PromptedModel(Backbone backbone, const PromptConfig& cfg, bool with_prompts)
     : backbone_(std::move(backbone)), cfg_(cfg) {
   if (!backbone_.net) throw_error("prompted model needs a loaded backbone");
-  if (!with_prompts) return;
   const int64_t c = backbone_.net->config().embed_dim;
-  const torch::Device dev = device();
   using P = PromptConfig::Placement;
+  const int64_t modules = (cfg.placement == P::Stages ? 0 : 1) +
+                          (cfg.placement == P::Tail ? 0 : backbone_.net->num_stages());
+  cfg_ = resolve_prompt_config(cfg, c, modules, backbone_.net->config().parameter_count());
+  if (!with_prompts) return;
+  const torch::Device dev = device();
   if (cfg.placement == P::Tail || cfg.placement == P::Both) {
-    tail_ = PromptAttention(c, cfg);
+    tail_ = PromptAttention(c, cfg_);
     tail_->to(dev);
   }
   if (cfg.placement == P::Stages || cfg.placement == P::Both) {
     for (int64_t i = 0; i < backbone_.net->num_stages(); ++i) {
-      stages_.emplace_back(c, cfg);
+      stages_.emplace_back(c, cfg_);
       stages_.back()->to(dev);
     }
   }

@@ -34,6 +34,8 @@ double psnr_db(const at::Tensor& pred, const at::Tensor& target) {
 void check_params(const TuneParams& p) {
   if (p.steps < 0 || p.steps > 100000000) throw_input("--steps must be in 0..1e8, got {}", p.steps);
   if (!(p.lr > 0) || !(p.lr < 10)) throw_input("--lr must be in (0, 10), got {}", p.lr);
+  if (!(p.min_lr_ratio > 0) || !(p.min_lr_ratio <= 1))
+    throw_input("--min-lr-ratio must be in (0, 1], got {}", p.min_lr_ratio);
   if (p.batch < 1 || p.batch > 4096) throw_input("--batch must be in 1..4096, got {}", p.batch);
   if (p.crop_min < 8 || p.crop_max < p.crop_min || p.crop_max > 4096)
     throw_input("--crop must satisfy 8 <= min <= max <= 4096, got {}-{}", p.crop_min, p.crop_max);
@@ -100,6 +102,11 @@ struct FeatureCache {
 
 }  // namespace
 
+double tune_lr(const TuneParams& p, double progress) {
+  progress = std::clamp(progress, 0.0, 1.0);
+  return p.lr * (p.min_lr_ratio + (1.0 - p.min_lr_ratio) * 0.5 * (1.0 + std::cos(M_PI * progress)));
+}
+
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params) {
   check_params(params);
   if (!backbone.net) throw_error("tune needs a loaded backbone");
@@ -158,6 +165,7 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
   } else {
     model = PromptedModel(backbone, pcfg, true);
   }
+  pcfg = model.config();  // auto sizes resolved against this backbone
   const torch::Device dev = model.device();
   model.backbone().net->eval();
   GradFlags backbone_flags(backbone.net->parameters());
@@ -275,8 +283,15 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
     res.val_history.emplace_back(0, best);
 
     torch::optim::Adam opt(trainable, torch::optim::AdamOptions(params.lr));
+    auto& adam_options = static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
     Progress bar(full ? "tuning (full)" : "tuning prompt", params.steps, "steps");
     for (step = 1; step <= params.steps; ++step) {
+      // Cosine decay over the run, which ends at --steps or at the time budget, whichever
+      // comes first: a large rate early learns fast, a small one late stops the
+      // oscillation that a constant 1e-2 shows (docs/method.md).
+      double progress = static_cast<double>(step - 1) / static_cast<double>(params.steps);
+      if (params.time_budget_s > 0) progress = std::max(progress, elapsed() / params.time_budget_s);
+      adam_options.lr(tune_lr(params, progress));
       at::Tensor pred, target;
       if (use_cache) {
         // Pick a size group in proportion to its crops, then `batch` distinct crops.

@@ -171,6 +171,40 @@ TEST(PromptAttention, RejectsBadShapesAndPlacements) {
     EXPECT_STREQ(e.what(), "unknown prompt placement 'head' (expected tail, stages or both)");
   }
   PromptConfig bad;
-  bad.num_prompts = 0;
-  EXPECT_THROW(PromptAttention(4, bad), InputError);
+  bad.num_prompts = -1;
+  try {
+    PromptAttention(4, bad);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "number of prompts must be in 1..4096, got -1");
+  }
+}
+
+TEST(PromptAttention, AutoSizesKeepTheModulesUnderTenPercentOfTheBackbone) {
+  // UniFMIR (90 channels, 1,527,981 parameters): the method's 16 prompts and d 64 (2.2%).
+  const PromptConfig unifmir = resolve_prompt_config(PromptConfig{}, 90, 1, 1527981);
+  EXPECT_EQ(unifmir.num_prompts, 16);
+  EXPECT_EQ(unifmir.attn_dim, 64);
+  // The default backbone (32 channels, 103,641): 16 / 64 would hold 17,760 (17%); 8 / 32 hold 8,768.
+  PromptConfig def;
+  def.num_prompts = 16;
+  def.attn_dim = 64;
+  EXPECT_EQ(prompt_module_parameters(32, def), 17760);
+  const PromptConfig small = resolve_prompt_config(PromptConfig{}, 32, 1, 103641);
+  EXPECT_EQ(small.num_prompts, 8);
+  EXPECT_EQ(small.attn_dim, 32);
+  EXPECT_EQ(prompt_module_parameters(32, small), 8768);
+  // Four modules (tail and 3 stages): halved down to the floor of 4 prompts and d 16, no further.
+  const PromptConfig four = resolve_prompt_config(PromptConfig{}, 32, 4, 103641);
+  EXPECT_EQ(four.num_prompts, 4);
+  EXPECT_EQ(four.attn_dim, 16);
+  // A size the user gave stays; only the auto one shrinks.
+  PromptConfig given;
+  given.num_prompts = 32;
+  const PromptConfig kept = resolve_prompt_config(given, 32, 1, 103641);
+  EXPECT_EQ(kept.num_prompts, 32);
+  EXPECT_EQ(kept.attn_dim, 16);
+  // A module on its own takes the method's sizes.
+  EXPECT_EQ(PromptAttention(32, PromptConfig{})->config().num_prompts, kMethodPrompts);
+  EXPECT_EQ(PromptAttention(32, PromptConfig{})->config().attn_dim, kMethodAttnDim);
 }

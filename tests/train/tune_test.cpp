@@ -160,7 +160,7 @@ TEST(PromptedModel, StageModulesActOnTheStageOutputs) {
   // 4 entries per module: prompt_state names the modules.
   const TensorList st = m.prompt_state();
   EXPECT_EQ(st.front().first.rfind("stage0.", 0), 0u);
-  EXPECT_EQ(m.prompt_parameter_count(), 2 * prompt_module_parameters(12, cfg));
+  EXPECT_EQ(m.prompt_parameter_count(), 2 * prompt_module_parameters(12, m.config()));
 }
 
 TEST(Pairs, DegradesAlongRowsOnly) {
@@ -430,5 +430,26 @@ TEST(PromptFile, RefusesFilesThatAreNotPromptsAndNamesMissingKeys) {
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("tensor '" + st[0].first + "' has shape [3]"), std::string::npos)
         << e.what();
+  }
+}
+
+TEST(Tune, LearningRateFollowsAHalfCosineToItsFloor) {
+  TuneParams p;
+  p.lr = 1e-2;
+  p.min_lr_ratio = 0.1;
+  EXPECT_DOUBLE_EQ(tune_lr(p, 0.0), 1e-2);
+  EXPECT_DOUBLE_EQ(tune_lr(p, 0.5), 1e-2 * 0.55);
+  EXPECT_NEAR(tune_lr(p, 0.25), 1e-2 * (0.1 + 0.9 * 0.5 * (1 + std::sqrt(0.5))), 1e-15);
+  EXPECT_DOUBLE_EQ(tune_lr(p, 1.0), 1e-3);
+  EXPECT_DOUBLE_EQ(tune_lr(p, 3.0), 1e-3);  // past the end (time budget overrun) stays at the floor
+  p.min_lr_ratio = 1;
+  EXPECT_DOUBLE_EQ(tune_lr(p, 0.7), 1e-2);  // constant
+  p.min_lr_ratio = 0;
+  Backbone bb = tiny_backbone(2, 2);
+  try {
+    tune(Volume(), bb, p);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "--min-lr-ratio must be in (0, 1], got 0");
   }
 }

@@ -367,12 +367,14 @@ void register_method_commands(CLI::App& app) {
     c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
     c->add_option("--steps", t.steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
     c->add_option("--lr", t.lr, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--min-lr-ratio", t.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
+        ->capture_default_str();
     c->add_option("--train-batch", t.batch, "training crops per step (`tune --batch`; --batch is the inference batch)")->capture_default_str()->check(CLI::PositiveNumber);
     c->add_option("--crop", a->crop, "training crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
         ->capture_default_str();
-    c->add_option("--prompts", t.prompt.num_prompts, "number of prompts N")->capture_default_str()
+    c->add_option("--prompts", t.prompt.num_prompts, "number of prompts N (0 = auto: 16, halved with d until the module is <= 10% of the backbone)")->capture_default_str()
         ->check(CLI::PositiveNumber);
-    c->add_option("--attn-dim", t.prompt.attn_dim, "attention dimension d")->capture_default_str()
+    c->add_option("--attn-dim", t.prompt.attn_dim, "attention dimension d (0 = auto: 64, see --prompts)")->capture_default_str()
         ->check(CLI::PositiveNumber);
     c->add_option("--query-rank", t.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
         ->capture_default_str()->check(CLI::NonNegativeNumber);

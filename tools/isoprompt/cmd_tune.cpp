@@ -121,12 +121,14 @@ void register_tune_command(CLI::App& app) {
   sub->add_option("--voxel-size", a->voxel_size, "override the file's voxel size: z,y,x");
   sub->add_option("--steps", a->p.steps, "optimiser steps")->capture_default_str()->check(CLI::Range(0, 100000000));
   sub->add_option("--lr", a->p.lr, "Adam learning rate")->capture_default_str();
+  sub->add_option("--min-lr-ratio", a->p.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
+      ->capture_default_str();
   sub->add_option("--batch", a->p.batch, "crops per step")->capture_default_str()->check(CLI::Range(1, 4096));
   sub->add_option("--crop", a->crop, "crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
       ->capture_default_str();
-  sub->add_option("--prompts", a->p.prompt.num_prompts, "number of prompts N")
+  sub->add_option("--prompts", a->p.prompt.num_prompts, "number of prompts N (0 = auto: 16, halved with d until the module is <= 10% of the backbone)")
       ->capture_default_str()->check(CLI::Range(1, 4096));
-  sub->add_option("--attn-dim", a->p.prompt.attn_dim, "attention dimension d")
+  sub->add_option("--attn-dim", a->p.prompt.attn_dim, "attention dimension d (0 = auto: 64, see --prompts)")
       ->capture_default_str()->check(CLI::Range(1, 4096));
   sub->add_option("--query-rank", a->p.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
       ->capture_default_str()->check(CLI::Range(0, 4096));
