@@ -159,7 +159,7 @@ TEST(PredictCli, BadFlagsExitTwo) {
   };
   const std::vector<Case> cases = {
       {{"--mode", "magic"}, "unknown --mode 'magic'"},
-      {{"--mode", "interp", "--factor", "0.5"}, "--factor must be a number >= 1 or 'auto', got '0.5'"},
+      {{"--mode", "interp", "--factor", "0.5"}, "--factor must be 'auto' or a number in 1..1000 (z-step / xy-pixel), got '0.5'"},
       {{"--mode", "interp", "--factor", "abc"}, "got 'abc'"},
       {{"--mode", "interp", "--tile", "8"}, "--tile 8 is too small"},
       {{"--mode", "interp", "--fuse", "max"}, "unknown fusion 'max'"},

@@ -75,7 +75,12 @@ TEST(CliTune, RejectsBadArgumentsWithExitCode2) {
   const std::string out = dir.file("p.safetensors");
   auto r = test::run_cli({"tune", in, "-o", out, "--backbone", bb, "--factor", "0.5"});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--factor expects 'auto' or a number in 1..1000"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--factor must be 'auto' or a number in 1..1000 (z-step / xy-pixel), got '0.5'"),
+            std::string::npos)
+      << r.err;
+  r = test::run_cli({"--device", "gpu", "tune", in, "-o", out, "--backbone", bb});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--device must be cpu, cuda or cuda:N, got 'gpu'"), std::string::npos) << r.err;
   r = test::run_cli({"tune", in, "-o", out, "--backbone", dir.file("none.safetensors")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("none.safetensors"), std::string::npos) << r.err;

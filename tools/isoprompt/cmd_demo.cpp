@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <memory>
 
-#include "backbone_arg.h"
+#include "common_args.h"
 #include "commands.h"
 #include "isoprompt/demo.h"
 #include "isoprompt/ops.h"

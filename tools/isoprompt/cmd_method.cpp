@@ -8,7 +8,7 @@
 
 #include <c10/util/Exception.h>
 
-#include "backbone_arg.h"
+#include "common_args.h"
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
@@ -68,24 +68,6 @@ struct RestoreArgs : ReconArgs {
   double psf_fwhm = 0, psf_sigma = 0;
 };
 
-
-c10::Device parse_device(const std::string& s) {
-  try {
-    return c10::Device(s);
-  } catch (const c10::Error&) {
-    throw_input("unknown --device '{}': expected cpu, cuda or cuda:N", s);
-  }
-}
-
-// Parses --factor: a number >= 1, or "auto" (returns 0).
-double parse_factor(const std::string& s) {
-  if (s == "auto") return 0;
-  char* end = nullptr;
-  const double k = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end != '\0' || !std::isfinite(k) || k < 1)
-    throw_input("--factor must be a number >= 1 or 'auto', got '{}'", s);
-  return k;
-}
 
 // Validates everything that needs no file, before any work.
 void check_recon_flags(const ReconArgs& a) {

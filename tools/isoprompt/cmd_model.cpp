@@ -7,6 +7,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "common_args.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/log.h"
@@ -81,20 +82,12 @@ void model_convert(const std::string& in, const std::string& out) {
   log_info("wrote {} ({} parameters, identity {})", out, thousands(bb.config.parameter_count()), bb.hash.substr(0, 16));
 }
 
-torch::Device parse_device() {
-  try {
-    return torch::Device(globals().device);
-  } catch (const c10::Error&) {
-    throw_input("--device must be cpu, cuda or cuda:N, got '{}'", globals().device);
-  }
-}
-
 void model_apply(const std::string& model, const std::string& in, const std::string& out, const std::string& plane,
                  int64_t batch) {
   apply_globals();
   const Plane p = parse_plane(plane);
   check_output_path(out, {in, model});
-  Backbone bb = load_backbone(model, parse_device());
+  Backbone bb = load_backbone(model, parse_device(globals().device));
   Volume v = read_volume(in);
   log_info("{}: {} planes of {} through {} ({:.1f} GFLOP each)", in, v.plane_count(p), plane_name(p), bb.name,
            bb.config.gflops(p == Plane::XY ? v.ny() : v.nz(), p == Plane::YZ ? v.ny() : v.nx()));

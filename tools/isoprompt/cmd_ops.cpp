@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.h"
+#include "common_args.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/io.h"
@@ -112,13 +113,7 @@ void run_baseline(const BaselineArgs& a) {
   check_output_path(a.out, {a.in});
   const Interp m = parse_interp(a.method);
   const int axis = parse_axis(a.axis);
-  double factor = 0;
-  if (a.factor != "auto") {
-    char* end = nullptr;
-    factor = std::strtod(a.factor.c_str(), &end);
-    if (end == a.factor.c_str() || *end != '\0' || !(factor >= 1) || !std::isfinite(factor))
-      throw_input("--factor must be a number >= 1 or 'auto', got '{}'", a.factor);
-  }
+  double factor = parse_factor(a.factor);
   bool calibrated = false;
   const Volume v = load(a.in, &calibrated);
   if (a.factor == "auto") {

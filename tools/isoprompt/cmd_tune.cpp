@@ -7,7 +7,7 @@
 
 #include <torch/types.h>
 
-#include "backbone_arg.h"
+#include "common_args.h"
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
@@ -26,24 +26,6 @@ struct TuneArgs {
   double psf_fwhm = 0, psf_sigma = 0;
   TuneParams p;
 };
-
-double parse_factor(const std::string& s) {
-  if (s == "auto") return 0;
-  char* end = nullptr;
-  const double k = std::strtod(s.c_str(), &end);
-  if (s.empty() || *end != '\0' || !(k >= 1) || k > 1000)
-    throw_input("--factor expects 'auto' or a number in 1..1000 (z-step / xy-pixel), got '{}'", s);
-  return k;
-}
-
-
-torch::Device parse_device(const std::string& s) {
-  try {
-    return torch::Device(s);
-  } catch (const std::exception&) {
-    throw_input("--device expects cpu, cuda or cuda:N, got '{}'", s);
-  }
-}
 
 void run_tune(TuneArgs& a) {
   apply_globals();

@@ -1,5 +1,6 @@
-#include "backbone_arg.h"
+#include "common_args.h"
 
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
@@ -37,6 +38,23 @@ void parse_crop(const std::string& s, int64_t& crop_min, int64_t& crop_max) {
   if (a < 8 || b < a || b > 4096) throw_input("--crop sizes must satisfy 8 <= MIN <= MAX <= 4096, got '{}'", s);
   crop_min = a;
   crop_max = b;
+}
+
+double parse_factor(const std::string& text) {
+  if (text == "auto") return 0;
+  char* end = nullptr;
+  const double k = std::strtod(text.c_str(), &end);
+  if (text.empty() || *end != '\0' || !std::isfinite(k) || k < 1 || k > 1000)
+    throw_input("--factor must be 'auto' or a number in 1..1000 (z-step / xy-pixel), got '{}'", text);
+  return k;
+}
+
+c10::Device parse_device(const std::string& text) {
+  try {
+    return c10::Device(text);
+  } catch (const std::exception&) {
+    throw_input("--device must be cpu, cuda or cuda:N, got '{}'", text);
+  }
 }
 
 }  // namespace isoprompt::cli

@@ -1,8 +1,10 @@
-// Arguments shared by tune, predict and restore.
+// Arguments shared by several subcommands: one parser and one error message for each.
 #pragma once
 
 #include <cstdint>
 #include <string>
+
+#include <c10/core/Device.h>
 
 namespace isoprompt::cli {
 
@@ -13,5 +15,12 @@ std::string resolve_backbone_path(const std::string& arg);
 
 // --crop N or MIN-MAX (square crop side in px); throws InputError outside 8..4096.
 void parse_crop(const std::string& text, int64_t& crop_min, int64_t& crop_max);
+
+// --factor: "auto" (returns 0: take z-step / xy-pixel from the voxel size) or a number in
+// 1..1000; throws InputError otherwise.
+double parse_factor(const std::string& text);
+
+// --device: cpu, cuda or cuda:N; throws InputError otherwise.
+c10::Device parse_device(const std::string& text);
 
 }  // namespace isoprompt::cli
