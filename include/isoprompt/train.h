@@ -129,9 +129,10 @@ struct TuneParams {
   enum class Mode { Prompt, Full };  // Full: every backbone weight trains (baseline)
 
   int64_t steps = 500;
-  // Adam learning rate. The method prescribes 0.05; on this project's tests it was
-  // unstable (docs/method.md has the numbers), 1e-3 is the default.
-  double lr = 1e-3;
+  // Adam learning rate; 0 = auto (default_tune_lr). The method prescribes 0.05: held
+  // constant it was unstable here, but with the cosine decay below the prompt learns best
+  // at 3e-2 (docs/method.md has both sweeps).
+  double lr = 0;
   // The rate decays along a half cosine to lr × min_lr_ratio at the end of the run (the
   // last step or the time budget, whichever comes first). 1 = constant.
   double min_lr_ratio = 0.1;
@@ -160,7 +161,12 @@ struct TuneParams {
   double time_budget_s = 0;  // stop after this many seconds (0 = no limit), keeping the best
 };
 
-// The learning rate at `progress` in [0, 1] of the run (a half cosine from lr to lr × min_lr_ratio).
+// The rate `lr = 0` stands for: 3e-2 for a prompt, 3e-4 for full fine-tuning (every weight
+// of a pretrained backbone: a prompt's rate would wreck it).
+double default_tune_lr(TuneParams::Mode mode);
+
+// The learning rate at `progress` in [0, 1] of the run: a half cosine from lr (or the
+// mode's default) to that × min_lr_ratio.
 double tune_lr(const TuneParams& p, double progress);
 
 const char* mode_name(TuneParams::Mode m);        // "prompt", "full"

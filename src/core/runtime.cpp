@@ -4,9 +4,14 @@
 #include <omp.h>
 
 #include <atomic>
+#include <cstdlib>
 #include <csignal>
 #include <fstream>
 #include <thread>
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 #include "isoprompt/error.h"
 
@@ -32,6 +37,15 @@ void set_threads(int n) {
   if (n <= 0) n = hardware_threads();
   omp_set_num_threads(n);
   at::set_num_threads(n);
+}
+
+void configure_allocator() {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr) return;
+  mallopt(M_MMAP_THRESHOLD, 512 << 20);
+  mallopt(M_TRIM_THRESHOLD, 1 << 30);
+  mallopt(M_TOP_PAD, 256 << 20);
+#endif
 }
 
 void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }

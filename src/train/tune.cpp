@@ -33,7 +33,7 @@ double psnr_db(const at::Tensor& pred, const at::Tensor& target) {
 
 void check_params(const TuneParams& p) {
   if (p.steps < 0 || p.steps > 100000000) throw_input("--steps must be in 0..1e8, got {}", p.steps);
-  if (!(p.lr > 0) || !(p.lr < 10)) throw_input("--lr must be in (0, 10), got {}", p.lr);
+  if (!(p.lr >= 0) || !(p.lr < 10)) throw_input("--lr must be in [0, 10) (0 = auto), got {}", p.lr);
   if (!(p.min_lr_ratio > 0) || !(p.min_lr_ratio <= 1))
     throw_input("--min-lr-ratio must be in (0, 1], got {}", p.min_lr_ratio);
   if (p.batch < 1 || p.batch > 4096) throw_input("--batch must be in 1..4096, got {}", p.batch);
@@ -102,9 +102,12 @@ struct FeatureCache {
 
 }  // namespace
 
+double default_tune_lr(TuneParams::Mode mode) { return mode == TuneParams::Mode::Full ? 3e-4 : 3e-2; }
+
 double tune_lr(const TuneParams& p, double progress) {
   progress = std::clamp(progress, 0.0, 1.0);
-  return p.lr * (p.min_lr_ratio + (1.0 - p.min_lr_ratio) * 0.5 * (1.0 + std::cos(M_PI * progress)));
+  const double lr = p.lr > 0 ? p.lr : default_tune_lr(p.mode);
+  return lr * (p.min_lr_ratio + (1.0 - p.min_lr_ratio) * 0.5 * (1.0 + std::cos(M_PI * progress)));
 }
 
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params) {
@@ -282,7 +285,7 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
     best_state = clone_all(trainable);
     res.val_history.emplace_back(0, best);
 
-    torch::optim::Adam opt(trainable, torch::optim::AdamOptions(params.lr));
+    torch::optim::Adam opt(trainable, torch::optim::AdamOptions(tune_lr(params, 0)));
     auto& adam_options = static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
     Progress bar(full ? "tuning (full)" : "tuning prompt", params.steps, "steps");
     for (step = 1; step <= params.steps; ++step) {

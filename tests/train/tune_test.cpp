@@ -350,7 +350,12 @@ TEST(Tune, RejectsBadParametersBeforeWork) {
   }
   TuneParams p = small_params(1);
   p.lr = -1;
-  EXPECT_THROW(tune(iso, bb, p), InputError);
+  try {
+    tune(iso, bb, p);
+    FAIL() << "expected InputError";
+  } catch (const InputError& e) {
+    EXPECT_STREQ(e.what(), "--lr must be in [0, 10) (0 = auto), got -1");
+  }
   EXPECT_THROW(parse_tune_mode("half"), InputError);
 }
 
@@ -444,6 +449,10 @@ TEST(Tune, LearningRateFollowsAHalfCosineToItsFloor) {
   EXPECT_DOUBLE_EQ(tune_lr(p, 3.0), 1e-3);  // past the end (time budget overrun) stays at the floor
   p.min_lr_ratio = 1;
   EXPECT_DOUBLE_EQ(tune_lr(p, 0.7), 1e-2);  // constant
+  p.lr = 0;  // auto: the mode's rate
+  EXPECT_DOUBLE_EQ(tune_lr(p, 0.7), 3e-2);
+  p.mode = TuneParams::Mode::Full;
+  EXPECT_DOUBLE_EQ(tune_lr(p, 0.7), 3e-4);
   p.min_lr_ratio = 0;
   Backbone bb = tiny_backbone(2, 2);
   try {

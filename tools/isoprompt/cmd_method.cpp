@@ -348,7 +348,9 @@ void register_method_commands(CLI::App& app) {
     TuneParams& t = a->tune;
     c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
     c->add_option("--steps", t.steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
-    c->add_option("--lr", t.lr, "Adam learning rate")->capture_default_str()->check(CLI::PositiveNumber);
+    c->add_option("--lr", t.lr, "Adam learning rate (0 = auto: 3e-2 for a prompt, 3e-4 for --mode full)")
+        ->capture_default_str()
+        ->check(CLI::NonNegativeNumber);
     c->add_option("--min-lr-ratio", t.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
         ->capture_default_str();
     c->add_option("--train-batch", t.batch, "training crops per step (`tune --batch`; --batch is the inference batch)")->capture_default_str()->check(CLI::PositiveNumber);

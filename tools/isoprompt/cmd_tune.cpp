@@ -102,7 +102,7 @@ void register_tune_command(CLI::App& app) {
       ->capture_default_str();
   sub->add_option("--voxel-size", a->voxel_size, "override the file's voxel size: z,y,x");
   sub->add_option("--steps", a->p.steps, "optimiser steps")->capture_default_str()->check(CLI::Range(0, 100000000));
-  sub->add_option("--lr", a->p.lr, "Adam learning rate")->capture_default_str();
+  sub->add_option("--lr", a->p.lr, "Adam learning rate (0 = auto: 3e-2 for a prompt, 3e-4 for --mode full)")->capture_default_str();
   sub->add_option("--min-lr-ratio", a->p.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
       ->capture_default_str();
   sub->add_option("--batch", a->p.batch, "crops per step")->capture_default_str()->check(CLI::Range(1, 4096));
