@@ -19,12 +19,12 @@
 namespace isoprompt {
 
 struct DemoParams {
-  Shape3 size{64, 96, 96};    // ground truth, isotropic voxels (small: <= 5 min on 2 cores)
+  Shape3 size{128, 128, 128};  // ground truth, isotropic voxels (about 2 min on 2 cores)
   PhantomKind kind = PhantomKind::Mixed;
   uint64_t seed = 0;
   double factor = 4;          // z-averaging factor of the simulated acquisition
   double tune_seconds = 60;   // prompt-tuning time budget
-  int64_t tune_steps = 300;   // at most this many steps
+  int64_t tune_steps = 500;   // at most this many steps
   bool tune = true;           // false: cubic and zero-shot only
   c10::Device device = c10::Device(c10::kCPU);
 };

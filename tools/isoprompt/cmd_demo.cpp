@@ -5,6 +5,8 @@
 #include <filesystem>
 #include <memory>
 
+#include <fmt/format.h>
+
 #include "common_args.h"
 #include "commands.h"
 #include "isoprompt/demo.h"
@@ -185,11 +187,11 @@ void register_pretrain(CLI::App& app) {
 
 // ---- demo ------------------------------------------------------------------------------
 
+// The library's defaults are the demo's: DemoParams holds them once.
 struct DemoOpts {
-  std::string out_dir = "demo_out", size = "64,96,96", kind = "mixed", backbone = "default";
-  uint64_t seed = 0;
-  double factor = 4, tune_seconds = 60;
-  int64_t tune_steps = 300;
+  DemoParams p;
+  std::string out_dir = "demo_out", size = fmt::format("{},{},{}", p.size.z, p.size.y, p.size.x);
+  std::string kind = phantom_kind_name(p.kind), backbone = "default";
   bool no_tune = false;
 };
 
@@ -199,13 +201,9 @@ void run_demo_cmd(const DemoOpts& o) {
   std::error_code ec;
   fs::create_directories(o.out_dir, ec);
   if (ec) throw_input("cannot create output directory {}: {}", o.out_dir, ec.message());
-  DemoParams p;
+  DemoParams p = o.p;
   p.size = parse_size(o.size, "--size");
   p.kind = parse_phantom_kind(o.kind);
-  p.seed = o.seed;
-  p.factor = o.factor;
-  p.tune_seconds = o.tune_seconds;
-  p.tune_steps = o.tune_steps;
   p.tune = !o.no_tune;
   p.device = c10::Device(globals().device);
   const std::string path = resolve_backbone_path(o.backbone);
@@ -230,7 +228,7 @@ void run_demo_cmd(const DemoOpts& o) {
       "isoprompt demo: {} phantom {} (seed {}), z averaged x{}, backbone {}\n\n"
       "| method | PSNR (dB) | SSIM | SSIM XZ | trainable params | time (s) |\n"
       "|---|---|---|---|---|---|\n",
-      o.kind, to_string(r.gt.shape()), o.seed, o.factor, bb.name);
+      o.kind, to_string(r.gt.shape()), p.seed, p.factor, bb.name);
   for (const DemoRow& row : r.rows)
     table += fmt::format("| {} | {:.2f} | {:.4f} | {:.4f} | {} | {:.1f} |\n", row.method, row.psnr, row.ssim,
                          row.ssim_xz, row.trainable, row.seconds);
@@ -251,11 +249,11 @@ void register_demo(CLI::App& app) {
   c->add_option("--out-dir", o->out_dir, "output directory")->capture_default_str();
   c->add_option("--size", o->size, "ground-truth size z,y,x")->capture_default_str();
   c->add_option("--kind", o->kind, "phantom kind")->capture_default_str();
-  c->add_option("--seed", o->seed, "phantom seed")->capture_default_str();
-  c->add_option("--factor", o->factor, "z-averaging factor (whole number)")->capture_default_str();
+  c->add_option("--seed", o->p.seed, "phantom seed")->capture_default_str();
+  c->add_option("--factor", o->p.factor, "z-averaging factor (whole number)")->capture_default_str();
   c->add_option("--backbone", o->backbone, "model file, or 'default'")->capture_default_str();
-  c->add_option("--tune-seconds", o->tune_seconds, "prompt-tuning time budget")->capture_default_str();
-  c->add_option("--tune-steps", o->tune_steps, "prompt-tuning step limit")->capture_default_str();
+  c->add_option("--tune-seconds", o->p.tune_seconds, "prompt-tuning time budget")->capture_default_str();
+  c->add_option("--tune-steps", o->p.tune_steps, "prompt-tuning step limit")->capture_default_str();
   c->add_flag("--no-tune", o->no_tune, "skip prompt tuning (cubic and zero-shot only)");
   c->callback([o] { run_demo_cmd(*o); });
 }
