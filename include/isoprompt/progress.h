@@ -10,8 +10,9 @@ namespace isoprompt {
 
 class Progress {
  public:
-  // `unit` names what is counted ("slices", "steps").
-  Progress(std::string label, int64_t total, std::string unit = "it");
+  // `unit` names what is counted ("slices", "steps"). `already_done` is work finished
+  // before this run (a resumed job): it counts towards the bar but not the rate and ETA.
+  Progress(std::string label, int64_t total, std::string unit = "it", int64_t already_done = 0);
   ~Progress();
   Progress(const Progress&) = delete;
   Progress& operator=(const Progress&) = delete;
@@ -29,7 +30,7 @@ class Progress {
   void render(bool final_line);
 
   std::string label_, unit_, status_;
-  int64_t total_ = 0, done_ = 0;
+  int64_t total_ = 0, done_ = 0, already_done_ = 0;
   bool tty_ = false, finished_ = false;
   std::chrono::steady_clock::time_point start_, last_render_;
 };

@@ -9,8 +9,9 @@
 
 namespace isoprompt {
 
-Progress::Progress(std::string label, int64_t total, std::string unit)
-    : label_(std::move(label)), unit_(std::move(unit)), total_(total) {
+Progress::Progress(std::string label, int64_t total, std::string unit, int64_t already_done)
+    : label_(std::move(label)), unit_(std::move(unit)), total_(total), done_(already_done),
+      already_done_(already_done) {
   tty_ = isatty(STDERR_FILENO) && log_level() <= LogLevel::Info;
   start_ = last_render_ = std::chrono::steady_clock::now();
   if (log_level() <= LogLevel::Info) render(false);
@@ -55,7 +56,7 @@ void Progress::finish(const std::string& status) {
 
 void Progress::render(bool final_line) {
   const double t = elapsed_seconds();
-  const double rate = t > 0 ? done_ / t : 0.0;
+  const double rate = t > 0 ? static_cast<double>(done_ - already_done_) / t : 0.0;
   const double eta = rate > 0 && total_ > 0 ? (total_ - done_) / rate : -1;
   const std::string rate_s = rate >= 1 || rate == 0 ? fmt::format("{:.1f} {}/s", rate, unit_)
                                                     : fmt::format("{:.1f} s/{}", 1.0 / rate, unit_);

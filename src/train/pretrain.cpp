@@ -478,7 +478,7 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
     return std::make_pair(pin, pout);
   };
 
-  Progress bar("pretraining", p.steps, "steps");
+  Progress bar("pretraining", p.steps, "steps", st.step);
   try {
     bar.update(st.step);
     while (st.step < p.steps) {

@@ -1,6 +1,9 @@
+#include <unistd.h>
+
 #include <gtest/gtest.h>
 
 #include "isoprompt/fileutil.h"
+#include "isoprompt/log.h"
 #include "isoprompt/progress.h"
 #include "isoprompt/tensor.h"
 #include "isoprompt/volume.h"
@@ -117,6 +120,21 @@ TEST(FileUtil, AtomicOutputLeavesNothingUnlessCommitted) {
     a.commit();
   }
   EXPECT_EQ(test::read_text(out), "done");
+}
+
+TEST(Progress, ResumedWorkCountsOnTheBarButNotInTheRate) {
+  if (isatty(STDERR_FILENO)) GTEST_SKIP() << "draws a bar on a terminal instead of log lines";
+  std::vector<std::string> lines;
+  set_log_sink([&](LogLevel, const std::string& m) { lines.push_back(m); });
+  {
+    Progress bar("pretraining", 100, "steps", 40);
+    bar.finish();
+  }
+  set_log_sink(nullptr);
+  ASSERT_EQ(lines.size(), 2u);
+  // 40 steps were done by an earlier run: none of them in this run's first instant.
+  EXPECT_EQ(lines[0].rfind("pretraining: 40/100 steps, 0.0 steps/s,", 0), 0u) << lines[0];
+  EXPECT_EQ(lines[1].rfind("pretraining: 100/100 steps,", 0), 0u) << lines[1];
 }
 
 TEST(Progress, FormatsDurations) {
