@@ -42,14 +42,14 @@ void BM_DownsampleZ443(benchmark::State& st) {
   for (auto _ : st) benchmark::DoNotOptimize(downsample(v, 0, 4.43));
   st.SetBytesProcessed(int64_t(st.iterations()) * int64_t(v.size_bytes()));
 }
-void BM_UpsampleCubicZ4(benchmark::State& st) {  // 128x512x512 -> 512^3 float32
+void BM_UpsampleKeysZ4(benchmark::State& st) {  // 128x512x512 -> 512^3 float32
   const Volume& v = volume_u16({128, 512, 512});
-  for (auto _ : st) benchmark::DoNotOptimize(upsample(v, 0, 4.0, Interp::Cubic));
+  for (auto _ : st) benchmark::DoNotOptimize(upsample(v, 0, 4.0, Interp::Keys));
   st.SetItemsProcessed(int64_t(st.iterations()) * 512 * 512 * 512);
 }
-void BM_UpsampleCubicX4(benchmark::State& st) {  // 512x512x128 -> 512^3 float32
+void BM_UpsampleKeysX4(benchmark::State& st) {  // 512x512x128 -> 512^3 float32
   const Volume& v = volume_u16({512, 512, 128});
-  for (auto _ : st) benchmark::DoNotOptimize(upsample(v, 2, 4.0, Interp::Cubic));
+  for (auto _ : st) benchmark::DoNotOptimize(upsample(v, 2, 4.0, Interp::Keys));
   st.SetItemsProcessed(int64_t(st.iterations()) * 512 * 512 * 512);
 }
 void BM_UpsampleBSplineZ4(benchmark::State& st) {
@@ -75,8 +75,8 @@ void BM_NormalizeU16(benchmark::State& st) {
 ISO_BENCH(BM_DownsampleZ4);
 ISO_BENCH(BM_DownsampleX4);
 ISO_BENCH(BM_DownsampleZ443);
-ISO_BENCH(BM_UpsampleCubicZ4);
-ISO_BENCH(BM_UpsampleCubicX4);
+ISO_BENCH(BM_UpsampleKeysZ4);
+ISO_BENCH(BM_UpsampleKeysX4);
 ISO_BENCH(BM_UpsampleBSplineZ4);
 ISO_BENCH(BM_Percentiles);
 ISO_BENCH(BM_NormalizeU16);

@@ -107,7 +107,7 @@ int main(int argc, char** argv) {
       gt = crop(gt, {0, 0, 0}, {nz, gt.ny(), gt.nx()});
       const Volume lr = downsample(gt, 0, c.factor);
       auto t0 = std::chrono::steady_clock::now();
-      Row cub = score(c.id, "cubic", gt, upsample(lr, 0, c.factor, Interp::Cubic, gt.nz()));
+      Row cub = score(c.id, "cubic", gt, upsample(lr, 0, c.factor, Interp::BSpline3, gt.nz()));
       cub.infer_s = since(t0);
       rows.push_back(cub);
 

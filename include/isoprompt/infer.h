@@ -142,7 +142,7 @@ struct ReconstructParams {
   /// z upsampling factor K = z-step / xy-pixel; fractional is fine. Must be >= 1.
   double factor = 0;
   /// Interpolation used to upsample z: the one training used (ops.h kernels).
-  Interp interp = Interp::Cubic;
+  Interp interp = Interp::Keys;
   Fuse fuse = Fuse::Mean;
   /// Tile edge in px (0 = automatic from max_memory_gb), overlap in px (-1 = automatic),
   /// tiles per forward pass (0 = automatic).

@@ -9,11 +9,14 @@
 //     floor(n / K): voxels left over at the end are dropped.
 //   - upsample by K: output i reads input coordinate (i + 0.5)/K - 0.5. Output length
 //     round(n * K) unless given.
-//   - boundary: clamp-to-edge (a tap that falls outside [0, n) reads the nearest edge voxel).
+//   - boundary of upsampling: half-sample symmetric (the line mirrored about its outer cell
+//     faces, ... b a | a b ... y z | z y ...) for nearest, linear and B-spline (for nearest
+//     and linear this is the same as clamp-to-edge); clamp-to-edge for Keys and Lanczos.
+//     Area downsampling never reads outside [0, n).
 //   - the output voxel size along the axis is exactly step * K (down) or step / K (up).
 //
-//   Volume lo = isoprompt::downsample(gt, 0, 4.0);                       // z / 4
-//   Volume up = isoprompt::upsample(lo, 0, 4.0, Interp::Cubic, gt.nz()); // back to gt's z
+//   Volume lo = isoprompt::downsample(gt, 0, 4.0);                          // z / 4
+//   Volume up = isoprompt::upsample(lo, 0, 4.0, Interp::BSpline3, gt.nz()); // back to gt's z
 //
 // Axes: 0 = z, 1 = y, 2 = x.
 #pragma once
@@ -29,16 +32,22 @@ namespace isoprompt {
 /// Interpolation kernels for upsampling.
 ///   Nearest:  the nearest input voxel (ties go to the higher index).
 ///   Linear:   triangle kernel, support 2.
-///   Cubic:    Keys cubic convolution with a = -0.5 (Catmull-Rom), support 4; interpolating,
-///             reproduces quadratics in the interior.
-///   Lanczos3: sinc(t) sinc(t/3), support 6, weights renormalised to sum to 1.
-///   BSpline3: cubic B-spline interpolation (as scipy.ndimage.zoom order 3): the line is
-///             prefiltered to B-spline coefficients (recursive filter, pole sqrt(3) - 2,
-///             mirror boundary), then evaluated with the cubic B-spline kernel; taps past
-///             the ends mirror (-k -> k) instead of clamping.
-enum class Interp { Nearest, Linear, Cubic, Lanczos3, BSpline3 };
-const char* interp_name(Interp m);         // "nearest", "linear", "cubic", "lanczos", "bspline"
-Interp parse_interp(const std::string& s);  // accepts the names above (+ "lanczos3"); throws InputError
+///   Keys:     Keys cubic convolution with a = -0.5 (Catmull-Rom), support 4; interpolating,
+///             reproduces quadratics in the interior; clamp-to-edge. The network's z-upsampled
+///             input is built with this kernel (the shipped backbone was trained on it).
+///   Lanczos3: sinc(t) sinc(t/3), support 6, weights renormalised to sum to 1; clamp-to-edge.
+///   BSpline3: the "cubic" of scipy.ndimage.zoom(order=3, grid_mode=True, mode='reflect') and
+///             skimage resize(order=3): the line is prefiltered to cubic B-spline coefficients
+///             (recursive filter, pole sqrt(3) - 2), then evaluated with the cubic B-spline
+///             kernel. Both steps extend the line half-sample symmetrically, so taps past the
+///             ends read -1 -> 0, -2 -> 1, n -> n - 1. Interpolating; reproduces cubics away
+///             from the ends.
+enum class Interp { Nearest, Linear, Keys, Lanczos3, BSpline3 };
+/// "nearest", "linear", "keys", "lanczos", "cubic" (BSpline3).
+const char* interp_name(Interp m);
+/// Accepts the names above, "catmull-rom" (Keys), "bspline" (BSpline3) and "lanczos3";
+/// throws InputError listing the choices.
+Interp parse_interp(const std::string& s);
 
 /// Area-average downsampling along `axis` by `factor` >= 1 (fractional allowed).
 Volume downsample(const Volume& v, int axis, double factor);

@@ -78,7 +78,7 @@ class PromptedModel {
 struct PairOptions {
   double factor = 1.0;                       // K = z-step / xy-pixel, >= 1, fractional OK
   DegradeParams degrade;                     // model/PSF/noise; its factor is overwritten by `factor`
-  Interp interp = Interp::Cubic;             // the interpolation inference applies to z
+  Interp interp = Interp::Keys;              // the interpolation inference applies to z
   double pmin = 1.0, pmax = 99.8;            // whole-volume normalisation percentiles
   double val_fraction = 0.1;                 // held-out z-planes (at least one when nz >= 2)
   int64_t crop_min = 64, crop_max = 128;     // square crops, sizes multiples of 8, clamped
@@ -143,7 +143,7 @@ struct TuneParams {
 
   double factor = 0;  // K; 0 = the volume's z-step / xy-pixel
   DegradeParams degrade;
-  Interp interp = Interp::Cubic;
+  Interp interp = Interp::Keys;  // the backbone was pretrained on Keys-upsampled inputs
   double pmin = 1.0, pmax = 99.8;
   double val_fraction = 0.1;
   int64_t val_crops = 16;      // validation pairs (crop_max side, clamped)
@@ -179,7 +179,7 @@ struct PromptInfo {
   TuneParams::Mode mode = TuneParams::Mode::Prompt;
   double factor = 1.0;
   DegradeParams degrade;
-  Interp interp = Interp::Cubic;
+  Interp interp = Interp::Keys;  // the backbone was pretrained on Keys-upsampled inputs
   Normalizer norm;
   double pmin = 1.0, pmax = 99.8;
   PromptConfig prompt;

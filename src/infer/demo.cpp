@@ -46,7 +46,7 @@ Volume restore_with(const Volume& input, double factor, PromptedModel& model, co
                     const c10::Device& device) {
   ReconstructParams rp;
   rp.factor = factor;
-  rp.interp = Interp::Cubic;
+  rp.interp = Interp::Keys;  // the network's input interpolation
   rp.device = device;
   rp.cost = cost_of(model.backbone().config);
   rp.norm = norm;
@@ -80,9 +80,9 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
   log_info("2/4 simulated acquisition: z averaged over {} planes", p.factor);
   res.input = downsample(res.gt, 0, p.factor);
 
-  log_info("3/4 cubic interpolation");
+  log_info("3/4 cubic interpolation (B-spline)");
   auto t0 = clock::now();
-  res.cubic = upsample(res.input, 0, p.factor, Interp::Cubic, res.gt.nz());
+  res.cubic = upsample(res.input, 0, p.factor, Interp::BSpline3, res.gt.nz());
   res.rows.push_back(score("cubic", res.gt, res.cubic, seconds_since(t0), 0));
   check_interrupted();
 
@@ -104,8 +104,8 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
     tp.eval_every = 20;
     tp.seed = p.seed;
     TuneResult tr = tune(res.input, backbone, tp);
-    log_info("prompt tuning: {} steps, held-out PSNR {:.2f} dB (zero-shot {:.2f}, cubic {:.2f})", tr.info.steps,
-             tr.info.val_psnr, tr.info.zero_shot_psnr, tr.info.interp_psnr);
+    log_info("prompt tuning: {} steps, held-out PSNR {:.2f} dB (zero-shot {:.2f}, {} {:.2f})", tr.info.steps,
+             tr.info.val_psnr, tr.info.zero_shot_psnr, interp_name(tp.interp), tr.info.interp_psnr);
     res.tuned = restore_with(res.input, p.factor, tr.model, tr.info.norm, p.device);
     res.rows.push_back(score("prompt-tuned", res.gt, res.tuned, seconds_since(t0),
                              tr.model.prompt_parameter_count()));

@@ -1,6 +1,7 @@
 // One 1D line resampler serves every operator in ops/: a sparse weight matrix
 // (output j = sum_k w_jk * input idx_jk) applied along one axis of a strided array.
-// Boundary handling (clamp-to-edge) is folded into the indices when the matrix is built.
+// Boundary handling (clamp-to-edge, or half-sample symmetric for the B-spline) is folded
+// into the indices when the matrix is built.
 #pragma once
 
 #include <cstdint>
@@ -14,7 +15,7 @@ namespace isoprompt::detail {
 struct LineWeights {
   int64_t n_in = 0, n_out = 0;
   std::vector<int64_t> offset;  // n_out + 1 entries into index/weight
-  std::vector<int64_t> index;   // input voxel, already clamped to [0, n_in)
+  std::vector<int64_t> index;   // input voxel, already folded into [0, n_in)
   std::vector<float> weight;
   int64_t taps(int64_t j) const { return offset[j + 1] - offset[j]; }
 };
@@ -54,7 +55,8 @@ double axis_step(const VoxelSize& v, int axis);
 Volume apply_along_axis(const Volume& v, int axis, const LineWeights& w, double step_mul);
 
 // In place: turns samples into cubic B-spline coefficients along the middle axis of
-// [outer][n][inner] (mirror boundary). Needed before applying BSpline3 weights.
+// [outer][n][inner] (half-sample symmetric boundary, as interp_weights' BSpline3 taps).
+// Needed before applying BSpline3 weights.
 void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner);
 
 // Adds seeded Poisson and/or Gaussian noise in place to `lines` x `line_len` floats

@@ -14,6 +14,13 @@ constexpr double kPi = 3.14159265358979323846;
 
 int64_t clamp_index(int64_t i, int64_t n) { return i < 0 ? 0 : (i >= n ? n - 1 : i); }
 
+// Index i of the line mirrored about its outer cell faces (-0.5 and n - 0.5).
+int64_t half_sample_symmetric(int64_t i, int64_t n) {
+  const int64_t period = 2 * n;
+  i = ((i % period) + period) % period;
+  return i < n ? i : period - 1 - i;
+}
+
 // Appends output j's taps; zero weights are dropped, the rest renormalised to sum 1.
 void push_taps(LineWeights& w, const std::vector<std::pair<int64_t, double>>& taps, bool renorm) {
   double sum = 0;
@@ -39,7 +46,7 @@ double interp_radius(Interp m) {
   switch (m) {
     case Interp::Nearest: return 0.5;
     case Interp::Linear: return 1.0;
-    case Interp::Cubic: return 2.0;
+    case Interp::Keys: return 2.0;
     case Interp::Lanczos3: return 3.0;
     case Interp::BSpline3: return 2.0;
   }
@@ -51,7 +58,7 @@ double interp_kernel(Interp m, double t) {
   switch (m) {
     case Interp::Nearest: return a < 0.5 ? 1.0 : 0.0;
     case Interp::Linear: return a < 1.0 ? 1.0 - a : 0.0;
-    case Interp::Cubic: {
+    case Interp::Keys: {
       constexpr double A = -0.5;  // Keys (1981), Catmull-Rom
       if (a <= 1.0) return ((A + 2) * a - (A + 3)) * a * a + 1;
       if (a < 2.0) return ((A * a - 5 * A) * a + 8 * A) * a - 4 * A;
@@ -106,12 +113,12 @@ LineWeights interp_weights(int64_t n_in, double factor, Interp interp, int64_t n
       const int64_t lo = static_cast<int64_t>(std::floor(x)) - static_cast<int64_t>(r) + 1;
       const int64_t hi = static_cast<int64_t>(std::floor(x)) + static_cast<int64_t>(r);
       for (int64_t k = lo; k <= hi; ++k) {
-        int64_t idx = k;
-        if (interp == Interp::BSpline3 && n_in > 1) {  // mirror, matching the prefilter
-          const int64_t period = 2 * (n_in - 1);
-          idx = ((idx % period) + period) % period;
-          if (idx >= n_in) idx = period - idx;
-        }
+        // The B-spline coefficients exist only for the half-sample symmetric extension the
+        // prefilter assumed, so taps past the ends must read that extension: -1 -> 0,
+        // -2 -> 1, n -> n - 1 (period 2n). Other kernels clamp (in push_taps); for
+        // nearest and linear, whose taps reach at most half a voxel past the ends, the two
+        // are the same.
+        const int64_t idx = interp == Interp::BSpline3 ? half_sample_symmetric(k, n_in) : k;
         taps.push_back({idx, interp_kernel(interp, x - double(k))});
       }
     }
@@ -145,6 +152,7 @@ LineWeights kernel_weights(int64_t n_in, double factor, const std::function<doub
 }
 
 void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner) {
+  // One sample mirrored half-sample symmetrically is a constant, whose coefficients are itself.
   if (n < 2) return;
   const double z = std::sqrt(3.0) - 2.0, lambda = (1.0 - z) * (1.0 - 1.0 / z);  // lambda = 6
   const int64_t horizon = std::min<int64_t>(n, static_cast<int64_t>(std::ceil(std::log(1e-9) / std::log(-z))));
@@ -162,28 +170,37 @@ void bspline3_prefilter(float* data, int64_t outer, int64_t n, int64_t inner) {
       float* r = row(k);
       for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] * lambda);
     }
-    // Causal initialisation (mirror boundary; Unser's InitialCausalCoefficient).
+    // Causal initialisation c+[0] = sum_{j >= 0} z^j x[-j] on the half-sample symmetric
+    // extension x[-j] = x[j - 1]: a truncated sum when z^horizon is negligible, otherwise
+    // the closed form over one period 2n (scipy's mode='reflect'). The sum is kept apart
+    // from row 0, which it reads to the end: scipy until gh-24550 (1.10 here) updates x[0]
+    // in place and reads it back, which puts its short lines off by ~z^2n (2.5e-3, n = 2).
     if (horizon < n) {
-      double zn = z;
+      double zj = z;
       for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i];
-      for (int64_t k = 1; k < horizon; ++k, zn *= z)
-        for (int64_t i = 0; i < len; ++i) sum[i] += zn * row(k)[i];
+      for (int64_t j = 1; j < horizon; ++j, zj *= z)
+        for (int64_t i = 0; i < len; ++i) sum[i] += zj * row(j - 1)[i];
     } else {
-      double zn = z, iz = 1.0 / z, z2n = std::pow(z, double(n - 1));
-      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i] + z2n * row(n - 1)[i];
-      z2n *= z2n * iz;
-      for (int64_t k = 1; k <= n - 2; ++k, zn *= z, z2n *= iz)
-        for (int64_t i = 0; i < len; ++i) sum[i] += (zn + z2n) * row(k)[i];
-      for (int64_t i = 0; i < len; ++i) sum[i] /= (1.0 - zn * zn);
+      // c+[0] = x[0] + z / (1 - z^2n) * sum_{k=0}^{n-1} z^k (x[k] + z^n x[n-1-k]).
+      const double zn = std::pow(z, double(n)), scale = z / (1.0 - zn * zn);
+      for (int64_t i = 0; i < len; ++i) sum[i] = 0;
+      double zk = 1;
+      for (int64_t k = 0; k < n; ++k, zk *= z) {
+        const float *a = row(k), *b = row(n - 1 - k);
+        for (int64_t i = 0; i < len; ++i) sum[i] += zk * (a[i] + zn * b[i]);
+      }
+      for (int64_t i = 0; i < len; ++i) sum[i] = row(0)[i] + scale * sum[i];
     }
     for (int64_t i = 0; i < len; ++i) row(0)[i] = static_cast<float>(sum[i]);
     for (int64_t k = 1; k < n; ++k) {
       float *r = row(k), *p = row(k - 1);
       for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>(r[i] + z * p[i]);
     }
+    // Anticausal initialisation: the coefficients are symmetric too (c[n] = c[n-1]), and
+    // c-[n-1] = z (c-[n] - c+[n-1]) then gives c-[n-1] = z / (z - 1) c+[n-1].
     {
-      float *r = row(n - 1), *p = row(n - 2);
-      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>((z / (z * z - 1.0)) * (z * p[i] + r[i]));
+      float* r = row(n - 1);
+      for (int64_t i = 0; i < len; ++i) r[i] = static_cast<float>((z / (z - 1.0)) * r[i]);
     }
     for (int64_t k = n - 2; k >= 0; --k) {
       float *r = row(k), *q = row(k + 1);
@@ -321,9 +338,9 @@ const char* interp_name(Interp m) {
   switch (m) {
     case Interp::Nearest: return "nearest";
     case Interp::Linear: return "linear";
-    case Interp::Cubic: return "cubic";
+    case Interp::Keys: return "keys";
     case Interp::Lanczos3: return "lanczos";
-    case Interp::BSpline3: return "bspline";
+    case Interp::BSpline3: return "cubic";
   }
   return "?";
 }
@@ -331,10 +348,13 @@ const char* interp_name(Interp m) {
 Interp parse_interp(const std::string& s) {
   if (s == "nearest") return Interp::Nearest;
   if (s == "linear") return Interp::Linear;
-  if (s == "cubic") return Interp::Cubic;
+  if (s == "cubic" || s == "bspline") return Interp::BSpline3;
+  if (s == "keys" || s == "catmull-rom") return Interp::Keys;
   if (s == "lanczos" || s == "lanczos3") return Interp::Lanczos3;
-  if (s == "bspline") return Interp::BSpline3;
-  throw_input("unknown interpolation '{}' (expected nearest, linear, cubic, lanczos or bspline)", s);
+  throw_input(
+      "unknown interpolation '{}' (expected nearest, linear, cubic (cubic B-spline, also 'bspline'), keys "
+      "(Keys a = -0.5, also 'catmull-rom') or lanczos)",
+      s);
 }
 
 Volume crop(const Volume& v, Shape3 origin, Shape3 size) {

@@ -10,7 +10,7 @@ namespace isoprompt {
 
 namespace {
 
-// Rows of real context degraded above and below a crop: covers the box (K), the cubic or
+// Rows of real context degraded above and below a crop: covers the box (K), the Keys or
 // Lanczos support in low-resolution samples (3 each side, times K) and a PSF's tails.
 int64_t row_margin(const PairOptions& o, double row_step_um) {
   double m = 4.0 * o.factor + 8.0;

@@ -152,7 +152,8 @@ void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams&
   if (r.uniform() < p.gaussian_prob) dp.gaussian_sigma = r.uniform(0.0, p.gaussian_max);
   dp.seed = r.next();
   const double lateral = r.uniform() < p.lateral_blur_prob ? r.uniform(0.3, 1.0) : 0.0;
-  degrade_restore_rows(w.data(), win, crop, d.data(), dp, Interp::Cubic);
+  // Keys: what reconstruct() feeds the network (ReconstructParams::interp).
+  degrade_restore_rows(w.data(), win, crop, d.data(), dp, Interp::Keys);
   if (lateral > 0) blur_cols(d.data(), win, crop, lateral);
   std::copy(w.begin() + top * crop, w.begin() + (top + crop) * crop, target);
   std::copy(d.begin() + top * crop, d.begin() + (top + crop) * crop, input);

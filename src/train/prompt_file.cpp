@@ -49,6 +49,12 @@ struct MetaReader {
   }
 };
 
+// Files written before the interpolation rename say "cubic" for Keys a = -0.5, which the
+// CLI now calls "keys" ("cubic" became the B-spline). Files therefore never say "cubic"
+// any more: the B-spline is written "bspline", and a "cubic" read back is an older Keys file.
+const char* interp_file_name(Interp m) { return m == Interp::BSpline3 ? "bspline" : interp_name(m); }
+Interp interp_from_file(const std::string& s) { return s == "cubic" ? Interp::Keys : parse_interp(s); }
+
 torch::Device device_of(const SwinIR& net) {
   const auto ps = net->parameters();
   return ps.empty() ? torch::Device(torch::kCPU) : ps.front().device();
@@ -70,7 +76,7 @@ std::map<std::string, std::string> PromptInfo::to_metadata() const {
   m["psf_profile"] = fmt::format("{}", fmt::join(degrade.psf_profile, ","));
   m["poisson_peak"] = num(degrade.poisson_peak);
   m["gaussian_sigma"] = num(degrade.gaussian_sigma);
-  m["interp"] = interp_name(interp);
+  m["interp"] = interp_file_name(interp);
   m["norm_lo"] = num(norm.lo);
   m["norm_hi"] = num(norm.hi);
   m["norm_pmin"] = num(pmin);
@@ -98,7 +104,7 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   try {
     p.mode = parse_tune_mode(r.str("mode"));
     p.degrade.model = r.str("degrade") == "psf" ? DegradeParams::Psf : DegradeParams::Average;
-    p.interp = parse_interp(r.str("interp"));
+    p.interp = interp_from_file(r.str("interp"));
     p.prompt.placement = parse_placement(r.str("placement"));
   } catch (const CheckpointError&) {
     throw;

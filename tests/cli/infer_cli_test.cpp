@@ -68,18 +68,18 @@ TEST(PredictCli, InterpModeGeometryAndValues) {
   EXPECT_EQ(out.dtype(), DType::U16);
   EXPECT_NEAR(out.voxel_size().z, 0.5, 1e-12);
   EXPECT_EQ(out.voxel_size().x, 0.5);
-  const Volume ref = denormalize(upsample(v, 0, 2.2 / 0.5, Interp::Cubic), Normalizer{0, 1}, DType::U16);
+  const Volume ref = denormalize(upsample(v, 0, 2.2 / 0.5, Interp::Keys), Normalizer{0, 1}, DType::U16);
   EXPECT_TRUE(same_voxels(out, ref));
 }
 
-// z-alignment: simulate --factor 4, then `predict --mode interp` scores exactly like
-// `baseline --method cubic` (same voxels, same metrics).
+// z-alignment: simulate --factor 4, then `predict --mode interp` (default keys, the network's
+// input interpolation) scores exactly like `baseline --method keys` (same voxels, same metrics).
 TEST(PredictCli, InterpModeScoresExactlyLikeBaseline) {
   TempDir d;
   write_volume(d.file("gt.tif"), smooth_volume({32, 24, 20}, {0.5, 0.5, 0.5}, 2));
   auto r = run_cli({"simulate", d.file("gt.tif"), "-o", d.file("lo.tif"), "--factor", "4"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = run_cli({"baseline", d.file("lo.tif"), "-o", d.file("base.tif"), "--method", "cubic"});
+  r = run_cli({"baseline", d.file("lo.tif"), "-o", d.file("base.tif"), "--method", "keys"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli({"predict", d.file("lo.tif"), "-o", d.file("pred.tif"), "--mode", "interp"});
   ASSERT_EQ(r.exit_code, 0) << r.err;

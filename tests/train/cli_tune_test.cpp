@@ -54,7 +54,7 @@ TEST(CliTune, WritesAPromptFileWithItsMetadata) {
   EXPECT_EQ(info.prompt.num_prompts, 4);
   EXPECT_EQ(info.backbone_name, "tiny1");
   EXPECT_EQ(info.backbone_hash, load_backbone(bb).hash);
-  EXPECT_EQ(info.interp, Interp::Cubic);
+  EXPECT_EQ(info.interp, Interp::Keys);  // the default: the backbone was trained on Keys inputs
   EXPECT_GT(info.norm.hi, info.norm.lo);
 
   // Resume with the same backbone adds steps; another backbone is refused (exit 2).

@@ -195,7 +195,7 @@ TEST(Pairs, MatchDegradeRestoreRowsOnTheNormalisedSliceAndFlipsKeepTheAxis) {
       src[y * size + x] = float((v.at<float>(z, y, x0 + x) - n.lo) * n.scale());
   DegradeParams dp;
   dp.factor = 2.5;
-  degrade_restore_rows(src.data(), 48, size, dst.data(), dp, Interp::Cubic, 1.0, 0);
+  degrade_restore_rows(src.data(), 48, size, dst.data(), dp, Interp::Keys, 1.0, 0);
   const at::Tensor want = torch::from_blob(dst.data(), {48, size}).slice(0, 6, 6 + size);
   const PairBatch p = s.pair_at(z, 6, x0, size);
   // Margin rows: the crop sees real neighbours above/below (rows 0..47 here).
@@ -434,6 +434,31 @@ TEST(PromptFile, RefusesFilesThatAreNotPromptsAndNamesMissingKeys) {
     FAIL() << "expected CheckpointError";
   } catch (const CheckpointError& e) {
     EXPECT_NE(std::string(e.what()).find("tensor '" + st[0].first + "' has shape [3]"), std::string::npos)
+        << e.what();
+  }
+}
+
+// Prompt files written before the rename say "cubic" for Keys a = -0.5, which the CLI now
+// calls "keys" ("cubic" is the B-spline): a "cubic" in a file still means Keys, and new files
+// write "keys" and "bspline" so they never say "cubic".
+TEST(PromptFile, InterpNamesSurviveTheCubicRename) {
+  PromptInfo info;
+  auto meta = info.to_metadata();
+  EXPECT_EQ(meta.at("interp"), "keys");
+  EXPECT_EQ(PromptInfo::from_metadata(meta, "new.safetensors").interp, Interp::Keys);
+  meta["interp"] = "cubic";
+  EXPECT_EQ(PromptInfo::from_metadata(meta, "old.safetensors").interp, Interp::Keys);
+  info.interp = Interp::BSpline3;
+  meta = info.to_metadata();
+  EXPECT_EQ(meta.at("interp"), "bspline");
+  EXPECT_EQ(PromptInfo::from_metadata(meta, "b.safetensors").interp, Interp::BSpline3);
+  meta["interp"] = "bicubic";
+  try {
+    PromptInfo::from_metadata(meta, "bad.safetensors");
+    FAIL() << "expected CheckpointError";
+  } catch (const CheckpointError& e) {
+    EXPECT_NE(std::string(e.what()).find("prompt file bad.safetensors: unknown interpolation 'bicubic'"),
+              std::string::npos)
         << e.what();
   }
 }

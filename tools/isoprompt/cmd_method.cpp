@@ -48,7 +48,7 @@ const char* mode_text(Mode m) {
 
 // Flags shared by predict and restore.
 struct ReconArgs {
-  std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "cubic";
+  std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "keys";
   std::string fuse = "mean", dtype;
   int64_t tile = 0, overlap = -1, batch = 0;
   double max_memory = 4.0;
@@ -314,8 +314,9 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
   a.mode_opt = c->add_option("--mode", a.mode, "prompt | zero-shot | full | interp")->capture_default_str();
   c->add_option("--factor", a.factor, "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
       ->capture_default_str();
-  a.interp_opt = c->add_option("--interp", a.interp, "z interpolation: nearest | linear | cubic | lanczos "
-                                                     "(default: the prompt's, else cubic)")
+  a.interp_opt = c->add_option("--interp", a.interp,
+                               "z interpolation: nearest | linear | keys | cubic | lanczos (default: the "
+                               "prompt's, else keys, the one the backbone was trained with)")
                      ->capture_default_str();
   c->add_option("--fuse", a.fuse, "fusion of the XZ and YZ results: mean | geometric")->capture_default_str();
   c->add_option("--tile", a.tile, "tile edge in px (0 = automatic from --max-memory, else >= 16)")

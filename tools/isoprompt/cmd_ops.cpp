@@ -256,7 +256,8 @@ void register_ops_commands(CLI::App& app) {
     c->add_option("input", a->in, "anisotropic input TIFF")->required();
     c->add_option("-o,--output", a->out, "isotropic output TIFF (same dtype; step along the axis / K)")->required();
     c->add_option("--method", a->method,
-                  "nearest, linear, cubic (Keys a = -0.5), lanczos (Lanczos-3) or bspline (cubic B-spline, prefiltered)")
+                  "nearest, linear, cubic (cubic B-spline, prefiltered, as scipy/skimage order 3; also 'bspline'), "
+                  "keys (Keys a = -0.5; also 'catmull-rom') or lanczos (Lanczos-3)")
         ->capture_default_str();
     c->add_option("--factor", a->factor, "upsampling factor K >= 1, or auto = z-step / xy-pixel from the calibration")
         ->capture_default_str();

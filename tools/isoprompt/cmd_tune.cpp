@@ -21,7 +21,7 @@ namespace {
 
 struct TuneArgs {
   std::string input, output, backbone = "default", factor = "auto", crop = "64-128";
-  std::string prompt_at = "tail", mode = "prompt", degrade = "average", interp = "cubic";
+  std::string prompt_at = "tail", mode = "prompt", degrade = "average", interp = "keys";
   std::string voxel_size, resume;
   double psf_fwhm = 0, psf_sigma = 0;
   TuneParams p;
@@ -120,7 +120,8 @@ void register_tune_command(CLI::App& app) {
   sub->add_option("--degrade", a->degrade, "degradation model for the pairs: average | psf")->capture_default_str();
   sub->add_option("--psf-fwhm", a->psf_fwhm, "axial PSF FWHM in the volume's unit (with --degrade psf)");
   sub->add_option("--psf-sigma", a->psf_sigma, "axial PSF sigma in pixels (with --degrade psf)");
-  sub->add_option("--interp", a->interp, "interpolation used for z: nearest | linear | cubic | lanczos")
+  sub->add_option("--interp", a->interp,
+                  "interpolation used for z: nearest | linear | keys | cubic | lanczos (keys: the backbone's)")
       ->capture_default_str();
   sub->add_option("--cache-crops", a->p.cache_crops, "crops in the feature cache (0 = off)")
       ->capture_default_str()->check(CLI::NonNegativeNumber);
