@@ -8,6 +8,7 @@
 #include "isoprompt/log.h"
 #include "isoprompt/metrics.h"
 #include "isoprompt/ops.h"
+#include "isoprompt/restore.h"
 #include "isoprompt/runtime.h"
 #include "isoprompt/stats.h"
 #include "isoprompt/train.h"
@@ -34,27 +35,15 @@ DemoRow score(const std::string& name, const Volume& gt, const Volume& pred, dou
   return row;
 }
 
-RestorerCost cost_of(const SwinConfig& c) {
-  int64_t heads = 1;
-  for (int64_t h : c.num_heads) heads = std::max(heads, h);
-  RestorerCost cost = swin_cost(c.embed_dim, heads, c.window_size, c.mlp_ratio);
-  cost.fixed_bytes = 4.0 * static_cast<double>(c.parameter_count());
-  return cost;
-}
-
 Volume restore_with(const Volume& input, double factor, PromptedModel& model, const c10::optional<Normalizer>& norm,
                     const c10::Device& device) {
   ReconstructParams rp;
   rp.factor = factor;
   rp.interp = Interp::Keys;  // the network's input interpolation
   rp.device = device;
-  rp.cost = cost_of(model.backbone().config);
   rp.norm = norm;
   rp.out_dtype = DType::F32;
-  model.to(device);
-  const int64_t window = model.backbone().config.window_size;
-  SliceRestorer restorer = pad_small_slices([&model](const at::Tensor& x) { return model.forward(x); }, window);
-  return reconstruct(input, rp, restorer);
+  return reconstruct_with_model(input, rp, model);
 }
 
 }  // namespace

@@ -17,6 +17,7 @@
 #include "isoprompt/log.h"
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
+#include "isoprompt/restore.h"
 #include "isoprompt/runtime.h"
 #include "isoprompt/train.h"
 
@@ -139,19 +140,6 @@ ReconstructParams recon_params(const ReconArgs& a, double k, const Volume& v) {
   return p;
 }
 
-RestorerCost model_cost(const SwinConfig& c) {
-  int64_t heads = 1;
-  for (int64_t h : c.num_heads) heads = std::max(heads, h);
-  RestorerCost cost = swin_cost(c.embed_dim, heads, c.window_size, c.mlp_ratio);
-  cost.fixed_bytes = 4.0 * static_cast<double>(c.parameter_count());
-  return cost;
-}
-
-SliceRestorer model_restorer(PromptedModel& model) {
-  const int64_t window = model.backbone().config.window_size;
-  return pad_small_slices([&model](const at::Tensor& x) { return model.forward(x); }, window);
-}
-
 void write_and_report(const ReconArgs& a, const Volume& out, Mode mode, const ReconstructReport& rep,
                       const std::string& extra) {
   write_volume(a.out, out);
@@ -165,15 +153,14 @@ void write_and_report(const ReconArgs& a, const Volume& out, Mode mode, const Re
 void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k, PromptedModel* model,
                            const c10::optional<Normalizer>& norm) {
   ReconstructParams p = recon_params(a, k, v);
-  SliceRestorer restorer;
-  if (model) {
-    p.cost = model_cost(model->backbone().config);
-    p.norm = norm;
-    model->to(p.device);
-    restorer = model_restorer(*model);
-  }
   ReconstructReport rep;
-  const Volume out = reconstruct(v, p, restorer, &rep);
+  Volume out;
+  if (model) {
+    p.norm = norm;
+    out = reconstruct_with_model(v, p, *model, &rep);
+  } else {
+    out = reconstruct(v, p, SliceRestorer(), &rep);
+  }
   const std::string extra =
       mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp)) : fmt::format(", fuse {}", fuse_name(p.fuse));
   write_and_report(a, out, mode, rep, extra);

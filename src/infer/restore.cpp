@@ -1,0 +1,27 @@
+#include "isoprompt/restore.h"
+
+#include <algorithm>
+
+namespace isoprompt {
+
+RestorerCost swin_cost(const SwinConfig& config) {
+  int64_t heads = 1;
+  for (int64_t h : config.num_heads) heads = std::max(heads, h);
+  RestorerCost cost = swin_cost(config.embed_dim, heads, config.window_size, config.mlp_ratio);
+  cost.fixed_bytes = 4.0 * static_cast<double>(config.parameter_count());
+  return cost;
+}
+
+SliceRestorer model_restorer(PromptedModel& model) {
+  const int64_t window = model.backbone().config.window_size;
+  return pad_small_slices([&model](const at::Tensor& x) { return model.forward(x); }, window);
+}
+
+Volume reconstruct_with_model(const Volume& input, ReconstructParams params, PromptedModel& model,
+                              ReconstructReport* report) {
+  params.cost = swin_cost(model.backbone().config);
+  model.to(params.device);
+  return reconstruct(input, params, model_restorer(model), report);
+}
+
+}  // namespace isoprompt
