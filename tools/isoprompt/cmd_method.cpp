@@ -63,10 +63,9 @@ struct PredictArgs : ReconArgs {
 };
 
 struct RestoreArgs : ReconArgs {
-  std::string prompt_out, crop = "64-128", resume;
+  std::string prompt_out;
   TuneParams tune;
-  std::string prompt_at = "tail", degrade = "average";
-  double psf_fwhm = 0, psf_sigma = 0;
+  TuneFlags flags;
 };
 
 
@@ -238,27 +237,10 @@ void run_restore(RestoreArgs a) {
   }
   TuneParams& tp = a.tune;
   tp.interp = parse_interp(a.interp);
-  tp.prompt.placement = parse_placement(a.prompt_at);
   tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
-  parse_crop(a.crop, tp.crop_min, tp.crop_max);
-  if (a.degrade == "average") {
-    tp.degrade.model = DegradeParams::Average;
-    if (a.psf_fwhm > 0 || a.psf_sigma > 0) throw_input("--psf-fwhm/--psf-sigma need --degrade psf");
-  } else if (a.degrade == "psf") {
-    tp.degrade.model = DegradeParams::Psf;
-    if ((a.psf_fwhm > 0) == (a.psf_sigma > 0))
-      throw_input("--degrade psf needs exactly one of --psf-fwhm UM or --psf-sigma PX");
-    tp.degrade.psf_fwhm_um = a.psf_fwhm;
-    tp.degrade.psf_sigma_px = a.psf_sigma;
-  } else {
-    throw_input("unknown --degrade '{}': expected average or psf", a.degrade);
-  }
-  if (!a.resume.empty()) {
-    if (mode != Mode::Prompt && mode != Mode::Full)
-      throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
-    check_input_file(a.resume, "prompt file");
-    tp.resume_from = a.resume;
-  }
+  if (!a.flags.resume.empty() && mode != Mode::Prompt && mode != Mode::Full)
+    throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
+  apply_tune_flags(a.flags, tp);
   const c10::Device device = parse_device(globals().device);
 
   Backbone backbone;
@@ -333,37 +315,8 @@ void register_method_commands(CLI::App& app) {
     auto a = std::make_shared<RestoreArgs>();
     auto* c = app.add_subcommand("restore", "tune a prompt on the stack itself, then make it isotropic");
     add_recon_flags(c, *a);
-    TuneParams& t = a->tune;
     c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
-    c->add_option("--steps", t.steps, "training steps")->capture_default_str()->check(CLI::PositiveNumber);
-    c->add_option("--lr", t.lr, "Adam learning rate (0 = auto: 3e-2 for a prompt, 3e-4 for --mode full)")
-        ->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
-    c->add_option("--min-lr-ratio", t.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
-        ->capture_default_str();
-    c->add_option("--train-batch", t.batch, "training crops per step (`tune --batch`; --batch is the inference batch)")->capture_default_str()->check(CLI::PositiveNumber);
-    c->add_option("--crop", a->crop, "training crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
-        ->capture_default_str();
-    c->add_option("--prompts", t.prompt.num_prompts, "number of prompts N (0 = auto: 16, halved with d until the module is <= 10% of the backbone)")->capture_default_str()
-        ->check(CLI::PositiveNumber);
-    c->add_option("--attn-dim", t.prompt.attn_dim, "attention dimension d (0 = auto: 64, see --prompts)")->capture_default_str()
-        ->check(CLI::PositiveNumber);
-    c->add_option("--query-rank", t.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
-        ->capture_default_str()->check(CLI::NonNegativeNumber);
-    c->add_option("--cache-crops", t.cache_crops, "crops in the feature cache (0 = off)")->capture_default_str()
-        ->check(CLI::NonNegativeNumber);
-    c->add_option("--eval-every", t.eval_every, "steps between validations")->capture_default_str()
-        ->check(CLI::PositiveNumber);
-    c->add_option("--resume", a->resume, "continue tuning from this prompt file");
-    c->add_option("--prompt-at", a->prompt_at, "module placement: tail | stages | both")->capture_default_str();
-    c->add_option("--degrade", a->degrade, "training degradation: average | psf")->capture_default_str();
-    c->add_option("--psf-fwhm", a->psf_fwhm, "PSF FWHM along z, in the volume's unit (with --degrade psf)");
-    c->add_option("--psf-sigma", a->psf_sigma, "PSF sigma along z, in lateral pixels (with --degrade psf)");
-    c->add_option("--val-fraction", t.val_fraction, "fraction of z-planes held out for validation")
-        ->capture_default_str();
-    c->add_option("--time-budget", t.time_budget_s, "stop tuning after this many seconds (0 = no limit)")
-        ->capture_default_str();
-    c->add_option("--seed", t.seed, "random seed (crops, prompt initialisation)")->capture_default_str();
+    add_tune_flags(c, a->tune, a->flags, "--train-batch");
     c->callback([a] { run_restore(*a); });
   }
 }

@@ -20,10 +20,9 @@ namespace isoprompt::cli {
 namespace {
 
 struct TuneArgs {
-  std::string input, output, backbone = "default", factor = "auto", crop = "64-128";
-  std::string prompt_at = "tail", mode = "prompt", degrade = "average", interp = "keys";
-  std::string voxel_size, resume;
-  double psf_fwhm = 0, psf_sigma = 0;
+  std::string input, output, backbone = "default", factor = "auto", mode = "prompt", interp = "keys";
+  std::string voxel_size;
+  TuneFlags flags;
   TuneParams p;
 };
 
@@ -34,26 +33,9 @@ void run_tune(TuneArgs& a) {
   check_input_file(a.input);
   check_output_path(a.output, {a.input});
   p.factor = parse_factor(a.factor);
-  parse_crop(a.crop, p.crop_min, p.crop_max);
-  p.prompt.placement = parse_placement(a.prompt_at);
+  apply_tune_flags(a.flags, p);
   p.mode = parse_tune_mode(a.mode);
   p.interp = parse_interp(a.interp);
-  if (a.degrade == "average") {
-    p.degrade.model = DegradeParams::Average;
-    if (a.psf_fwhm > 0 || a.psf_sigma > 0) throw_input("--psf-fwhm/--psf-sigma need --degrade psf");
-  } else if (a.degrade == "psf") {
-    p.degrade.model = DegradeParams::Psf;
-    if ((a.psf_fwhm > 0) == (a.psf_sigma > 0))
-      throw_input("--degrade psf needs exactly one of --psf-fwhm UM or --psf-sigma PX");
-    p.degrade.psf_fwhm_um = a.psf_fwhm;
-    p.degrade.psf_sigma_px = a.psf_sigma;
-  } else {
-    throw_input("--degrade expects average or psf, got '{}'", a.degrade);
-  }
-  if (!a.resume.empty()) {
-    check_input_file(a.resume, "prompt file");
-    p.resume_from = a.resume;
-  }
   const torch::Device device = parse_device(globals().device);
   const std::string backbone_path = resolve_backbone_path(a.backbone);
 
@@ -101,36 +83,12 @@ void register_tune_command(CLI::App& app) {
   sub->add_option("--factor", a->factor, "anisotropy K = z-step / xy-pixel, or 'auto' (from the voxel size)")
       ->capture_default_str();
   sub->add_option("--voxel-size", a->voxel_size, "override the file's voxel size: z,y,x");
-  sub->add_option("--steps", a->p.steps, "optimiser steps")->capture_default_str()->check(CLI::Range(0, 100000000));
-  sub->add_option("--lr", a->p.lr, "Adam learning rate (0 = auto: 3e-2 for a prompt, 3e-4 for --mode full)")->capture_default_str();
-  sub->add_option("--min-lr-ratio", a->p.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
-      ->capture_default_str();
-  sub->add_option("--batch", a->p.batch, "crops per step")->capture_default_str()->check(CLI::Range(1, 4096));
-  sub->add_option("--crop", a->crop, "crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
-      ->capture_default_str();
-  sub->add_option("--prompts", a->p.prompt.num_prompts, "number of prompts N (0 = auto: 16, halved with d until the module is <= 10% of the backbone)")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
-  sub->add_option("--attn-dim", a->p.prompt.attn_dim, "attention dimension d (0 = auto: 64, see --prompts)")
-      ->capture_default_str()->check(CLI::Range(1, 4096));
-  sub->add_option("--query-rank", a->p.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
-      ->capture_default_str()->check(CLI::Range(0, 4096));
-  sub->add_option("--prompt-at", a->prompt_at, "tail | stages | both")->capture_default_str();
   sub->add_option("--mode", a->mode, "prompt (the method) | full (train every backbone weight)")
       ->capture_default_str();
-  sub->add_option("--degrade", a->degrade, "degradation model for the pairs: average | psf")->capture_default_str();
-  sub->add_option("--psf-fwhm", a->psf_fwhm, "axial PSF FWHM in the volume's unit (with --degrade psf)");
-  sub->add_option("--psf-sigma", a->psf_sigma, "axial PSF sigma in pixels (with --degrade psf)");
   sub->add_option("--interp", a->interp,
                   "interpolation used for z: nearest | linear | keys | cubic | lanczos (keys: the backbone's)")
       ->capture_default_str();
-  sub->add_option("--cache-crops", a->p.cache_crops, "crops in the feature cache (0 = off)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
-  sub->add_option("--eval-every", a->p.eval_every, "steps between validations")
-      ->capture_default_str()->check(CLI::PositiveNumber);
-  sub->add_option("--seed", a->p.seed, "random seed")->capture_default_str();
-  sub->add_option("--resume", a->resume, "continue from this prompt file");
-  sub->add_option("--time-budget", a->p.time_budget_s, "stop after this many seconds (0 = no limit)")
-      ->capture_default_str()->check(CLI::NonNegativeNumber);
+  add_tune_flags(sub, a->p, a->flags, "--batch");
   sub->callback([a] { run_tune(*a); });
 }
 

@@ -57,4 +57,65 @@ c10::Device parse_device(const std::string& text) {
   }
 }
 
+void add_tune_flags(CLI::App* c, TuneParams& p, TuneFlags& f, const std::string& batch_flag) {
+  c->add_option("--steps", p.steps, "optimiser steps")->capture_default_str()->check(CLI::Range(0, 100000000));
+  c->add_option("--lr", p.lr, "Adam learning rate (0 = auto: 3e-2 for a prompt, 3e-4 for --mode full)")
+      ->capture_default_str()
+      ->check(CLI::Range(0.0, 10.0));
+  c->add_option("--min-lr-ratio", p.min_lr_ratio, "cosine decay of the rate to lr x ratio by the end (1 = constant)")
+      ->capture_default_str();
+  c->add_option(batch_flag, p.batch, "training crops per step")->capture_default_str()->check(CLI::Range(1, 4096));
+  c->add_option("--crop", f.crop, "training crop side in px: N or MIN-MAX (multiples of 8 are drawn)")
+      ->capture_default_str();
+  c->add_option("--prompts", p.prompt.num_prompts,
+                "number of prompts N (0 = auto: 16, halved with d until the module is <= 10% of the backbone)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  c->add_option("--attn-dim", p.prompt.attn_dim, "attention dimension d (0 = auto: 64, see --prompts)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  c->add_option("--query-rank", p.prompt.query_rank, "channels per pixel feeding the query (0 = dense)")
+      ->capture_default_str()
+      ->check(CLI::Range(0, 4096));
+  c->add_option("--prompt-at", f.prompt_at, "module placement: tail | stages | both")->capture_default_str();
+  c->add_option("--degrade", f.degrade, "degradation model for the training pairs: average | psf")
+      ->capture_default_str();
+  c->add_option("--psf-fwhm", f.psf_fwhm, "axial PSF FWHM in the volume's unit (with --degrade psf)");
+  c->add_option("--psf-sigma", f.psf_sigma, "axial PSF sigma in lateral pixels (with --degrade psf)");
+  c->add_option("--cache-crops", p.cache_crops, "crops in the feature cache (0 = off)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--eval-every", p.eval_every, "steps between validations")
+      ->capture_default_str()
+      ->check(CLI::PositiveNumber);
+  c->add_option("--val-fraction", p.val_fraction, "fraction of z-planes held out for validation")
+      ->capture_default_str();
+  c->add_option("--time-budget", p.time_budget_s, "stop tuning after this many seconds (0 = no limit)")
+      ->capture_default_str()
+      ->check(CLI::NonNegativeNumber);
+  c->add_option("--seed", p.seed, "random seed (crops, flips, noise, prompt initialisation)")->capture_default_str();
+  c->add_option("--resume", f.resume, "continue tuning from this prompt file");
+}
+
+void apply_tune_flags(const TuneFlags& f, TuneParams& p) {
+  parse_crop(f.crop, p.crop_min, p.crop_max);
+  p.prompt.placement = parse_placement(f.prompt_at);
+  if (f.degrade == "average") {
+    p.degrade.model = DegradeParams::Average;
+    if (f.psf_fwhm > 0 || f.psf_sigma > 0) throw_input("--psf-fwhm/--psf-sigma need --degrade psf");
+  } else if (f.degrade == "psf") {
+    p.degrade.model = DegradeParams::Psf;
+    if ((f.psf_fwhm > 0) == (f.psf_sigma > 0))
+      throw_input("--degrade psf needs exactly one of --psf-fwhm UM or --psf-sigma PX");
+    p.degrade.psf_fwhm_um = f.psf_fwhm;
+    p.degrade.psf_sigma_px = f.psf_sigma;
+  } else {
+    throw_input("--degrade must be average or psf, got '{}'", f.degrade);
+  }
+  if (!f.resume.empty()) {
+    check_input_file(f.resume, "prompt file");
+    p.resume_from = f.resume;
+  }
+}
+
 }  // namespace isoprompt::cli

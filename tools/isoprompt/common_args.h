@@ -4,7 +4,10 @@
 #include <cstdint>
 #include <string>
 
+#include <CLI/CLI.hpp>
 #include <c10/core/Device.h>
+
+#include "isoprompt/train.h"
 
 namespace isoprompt::cli {
 
@@ -22,5 +25,17 @@ double parse_factor(const std::string& text);
 
 // --device: cpu, cuda or cuda:N; throws InputError otherwise.
 c10::Device parse_device(const std::string& text);
+
+// The tuning flags `tune` and `restore` share: registered, worded and checked once.
+struct TuneFlags {
+  std::string crop = "64-128", prompt_at = "tail", degrade = "average", resume;
+  double psf_fwhm = 0, psf_sigma = 0;
+};
+// `batch_flag` names the crops-per-step flag ("--batch" in tune; "--train-batch" in restore,
+// whose --batch is the inference batch).
+void add_tune_flags(CLI::App* command, TuneParams& params, TuneFlags& flags, const std::string& batch_flag);
+// Validates the text flags and writes them into `params` (crop range, placement,
+// degradation model, resume file). Throws InputError naming the flag and value.
+void apply_tune_flags(const TuneFlags& flags, TuneParams& params);
 
 }  // namespace isoprompt::cli
