@@ -23,8 +23,8 @@ struct DemoParams {
   PhantomKind kind = PhantomKind::Mixed;
   uint64_t seed = 0;
   double factor = 4;          // z-averaging factor of the simulated acquisition
-  double tune_seconds = 60;   // prompt-tuning time budget
-  int64_t tune_steps = 500;   // at most this many steps
+  double tune_seconds = 120;  // prompt-tuning time budget
+  int64_t tune_steps = 1500;  // at most this many steps
   bool tune = true;           // false: cubic and zero-shot only
   c10::Device device = c10::Device(c10::kCPU);
 };
