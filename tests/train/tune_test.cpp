@@ -370,6 +370,7 @@ TEST(Tune, DISABLED_LearningRateSweep) {
       p.seed = seed;
       p.eval_every = 50;
       p.lr = lr;
+      p.min_lr_ratio = 1;  // constant: the table in docs/method.md
       set_log_level(LogLevel::Warn);
       TuneResult r = tune(v, bb, p);
       std::string hist;
