@@ -163,6 +163,10 @@ struct TuneParams {
   double time_budget_s = 0;  // stop after this many seconds (0 = no limit), keeping the best
 };
 
+// The factor of a half-cosine decay: 1 at progress 0, min_ratio at progress 1 and after.
+// tune and pretrain schedule their learning rates with it.
+double cosine_decay(double min_ratio, double progress);
+
 // The rate `lr = 0` stands for: 3e-2 for a prompt, 3e-4 for full fine-tuning (every weight
 // of a pretrained backbone: a prompt's rate would wreck it).
 double default_tune_lr(TuneParams::Mode mode);

@@ -22,6 +22,7 @@
 #include "isoprompt/progress.h"
 #include "isoprompt/runtime.h"
 #include "isoprompt/stats.h"
+#include "isoprompt/train.h"
 
 namespace isoprompt {
 
@@ -388,10 +389,7 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
 
 double lr_at(const PretrainParams& p, int64_t step) {
   double f = p.warmup > 0 ? std::min(1.0, double(step + 1) / double(p.warmup)) : 1.0;
-  if (p.min_lr_ratio < 1.0 && p.steps > 0) {
-    const double t = std::min(1.0, double(step) / double(p.steps));
-    f *= p.min_lr_ratio + (1 - p.min_lr_ratio) * 0.5 * (1 + std::cos(M_PI * t));
-  }
+  if (p.min_lr_ratio < 1.0 && p.steps > 0) f *= cosine_decay(p.min_lr_ratio, double(step) / double(p.steps));
   return p.lr * f;
 }
 

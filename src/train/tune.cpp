@@ -104,10 +104,14 @@ struct FeatureCache {
 
 double default_tune_lr(TuneParams::Mode mode) { return mode == TuneParams::Mode::Full ? 3e-4 : 3e-2; }
 
-double tune_lr(const TuneParams& p, double progress) {
+double cosine_decay(double min_ratio, double progress) {
   progress = std::clamp(progress, 0.0, 1.0);
+  return min_ratio + (1 - min_ratio) * 0.5 * (1 + std::cos(M_PI * progress));
+}
+
+double tune_lr(const TuneParams& p, double progress) {
   const double lr = p.lr > 0 ? p.lr : default_tune_lr(p.mode);
-  return lr * (p.min_lr_ratio + (1.0 - p.min_lr_ratio) * 0.5 * (1.0 + std::cos(M_PI * progress)));
+  return lr * cosine_decay(p.min_lr_ratio, progress);
 }
 
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params) {
