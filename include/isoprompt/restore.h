@@ -12,6 +12,17 @@
 
 namespace isoprompt {
 
+// The interpolation a backbone's input was made with in pretraining: its "input_interp"
+// metadata, or Keys for files without it (the first shipped backbone, UniFMIR's files).
+Interp backbone_input_interp(const Backbone& backbone);
+// An --interp flag: "auto" is the backbone's input interpolation, or the cubic B-spline when
+// there is no backbone (interpolation only); anything else is parse_interp's.
+Interp resolve_interp(const std::string& flag, const Backbone* backbone);
+
+// True when a tuned model beat the network's input interpolation by at least 0.01 dB on the
+// stack's own held-out self-supervised pairs (restore writes the interpolation otherwise).
+bool model_beats_interpolation(const PromptInfo& info);
+
 // Memory model of a SwinIR-family backbone for automatic tiling: its activations per pixel
 // (widest stage) and its weights.
 RestorerCost swin_cost(const SwinConfig& config);
@@ -22,7 +33,7 @@ SliceRestorer model_restorer(PromptedModel& model);
 
 // Moves `model` to params.device, sets params.cost from its configuration and
 // reconstructs `input` with it. The network's z input is interpolated with params.interp
-// (Keys by default: what the shipped backbone was trained on).
+// (set it from backbone_input_interp: what the backbone was pretrained on).
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, PromptedModel& model,
                               ReconstructReport* report = nullptr);
 

@@ -21,7 +21,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-DemoRow score(const std::string& name, const Volume& gt, const Volume& pred, double seconds, int64_t trainable) {
+DemoRow score(const std::string& name, const Volume& gt, const Volume& pred, double seconds,
+              int64_t trainable) {
   EvalOptions eo;  // GT 0.1 / 99.9 percentiles -> [0, 1], clipped
   const EvalReport r = evaluate(gt, pred, eo);
   DemoRow row;
@@ -35,11 +36,11 @@ DemoRow score(const std::string& name, const Volume& gt, const Volume& pred, dou
   return row;
 }
 
-Volume restore_with(const Volume& input, double factor, PromptedModel& model, const c10::optional<Normalizer>& norm,
-                    const c10::Device& device) {
+Volume restore_with(const Volume& input, double factor, PromptedModel& model,
+                    const c10::optional<Normalizer>& norm, const c10::Device& device) {
   ReconstructParams rp;
   rp.factor = factor;
-  rp.interp = Interp::Keys;  // the network's input interpolation
+  rp.interp = backbone_input_interp(model.backbone());  // what the backbone was pretrained on
   rp.device = device;
   rp.norm = norm;
   rp.out_dtype = DType::F32;
@@ -52,15 +53,16 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
   using clock = std::chrono::steady_clock;
   DemoResult res;
   if (!(p.factor >= 1) || p.factor != std::floor(p.factor) || p.size.z < 2 * p.factor)
-    throw_input("demo factor must be a whole number >= 1 and at most half the z size, got {}", p.factor);
+    throw_input("demo factor must be a whole number >= 1 and at most half the z size, got {}",
+                p.factor);
   PhantomParams pp;
   pp.size = p.size;
   // A whole number of acquired planes, so every method returns the GT's z size.
   pp.size.z = p.size.z / static_cast<int64_t>(p.factor) * static_cast<int64_t>(p.factor);
   pp.kind = p.kind;
   pp.seed = p.seed;
-  log_info("1/4 ground truth: {} phantom of {} voxels (seed {})", phantom_kind_name(p.kind), to_string(p.size),
-           p.seed);
+  log_info("1/4 ground truth: {} phantom of {} voxels (seed {})", phantom_kind_name(p.kind),
+           to_string(p.size), p.seed);
   res.gt = make_phantom(pp);
   const auto pc = percentiles(res.gt, {0.1, 99.9});
   res.gt_lo = pc[0];
@@ -75,7 +77,8 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
   res.rows.push_back(score("cubic", res.gt, res.cubic, seconds_since(t0), 0));
   check_interrupted();
 
-  log_info("4/4 restoration with backbone {} ({} parameters)", backbone.name, backbone.config.parameter_count());
+  log_info("4/4 restoration with backbone {} ({} parameters)", backbone.name,
+           backbone.config.parameter_count());
   t0 = clock::now();
   PromptedModel zero(backbone, PromptConfig{}, false);
   res.zero_shot = restore_with(res.input, p.factor, zero, c10::nullopt, p.device);
@@ -92,9 +95,11 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
     tp.cache_crops = 48;
     tp.eval_every = 20;
     tp.seed = p.seed;
+    tp.interp = backbone_input_interp(backbone);
     TuneResult tr = tune(res.input, backbone, tp);
-    log_info("prompt tuning: {} steps, held-out PSNR {:.2f} dB (zero-shot {:.2f}, {} {:.2f})", tr.info.steps,
-             tr.info.val_psnr, tr.info.zero_shot_psnr, interp_name(tp.interp), tr.info.interp_psnr);
+    log_info("prompt tuning: {} steps, held-out PSNR {:.2f} dB (zero-shot {:.2f}, {} {:.2f})",
+             tr.info.steps, tr.info.val_psnr, tr.info.zero_shot_psnr, interp_name(tp.interp),
+             tr.info.interp_psnr);
     res.tuned = restore_with(res.input, p.factor, tr.model, tr.info.norm, p.device);
     res.rows.push_back(score("prompt-tuned", res.gt, res.tuned, seconds_since(t0),
                              tr.model.prompt_parameter_count()));

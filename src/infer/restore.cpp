@@ -1,8 +1,26 @@
 #include "isoprompt/restore.h"
 
 #include <algorithm>
+#include <cmath>
 
 namespace isoprompt {
+
+Interp backbone_input_interp(const Backbone& backbone) {
+  const auto it = backbone.metadata.find("input_interp");
+  return it == backbone.metadata.end() ? Interp::Keys : parse_interp(it->second);
+}
+
+Interp resolve_interp(const std::string& flag, const Backbone* backbone) {
+  if (flag != "auto") return parse_interp(flag);
+  return backbone ? backbone_input_interp(*backbone) : Interp::BSpline3;
+}
+
+bool model_beats_interpolation(const PromptInfo& info) {
+  // A gain below 0.01 dB (the precision the logs show) is rounding, not an improvement: an
+  // identity network differs from its input by float rounding alone.
+  constexpr double kMinGainDb = 0.01;
+  return std::isfinite(info.val_psnr) && info.val_psnr >= info.interp_psnr + kMinGainDb;
+}
 
 RestorerCost swin_cost(const SwinConfig& config) {
   int64_t heads = 1;

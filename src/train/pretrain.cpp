@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <ctime>
 #include <fstream>
+#include <map>
 #include <mutex>
 #include <nlohmann/json.hpp>
 
@@ -52,7 +53,8 @@ void blur_cols(float* img, int64_t rows, int64_t cols, double sigma) {
   std::vector<float> buf(static_cast<size_t>(cols + 2 * r));
   for (int64_t y = 0; y < rows; ++y) {
     float* p = img + y * cols;
-    for (int64_t x = -r; x < cols + r; ++x) buf[x + r] = p[std::min(cols - 1, std::max<int64_t>(0, x))];
+    for (int64_t x = -r; x < cols + r; ++x)
+      buf[x + r] = p[std::min(cols - 1, std::max<int64_t>(0, x))];
     for (int64_t x = 0; x < cols; ++x) {
       float acc = 0;
       for (int64_t j = 0; j <= 2 * r; ++j) acc += k[j] * buf[x + j];
@@ -62,7 +64,8 @@ void blur_cols(float* img, int64_t rows, int64_t cols, double sigma) {
 }
 
 // Copies plane `index` of orientation `pl` into a rows x cols buffer.
-void extract_plane(const Volume& v, Plane pl, int64_t index, std::vector<float>& out, int64_t& rows, int64_t& cols) {
+void extract_plane(const Volume& v, Plane pl, int64_t index, std::vector<float>& out, int64_t& rows,
+                   int64_t& cols) {
   const PlaneView<float> view = v.plane<float>(pl, index);
   rows = view.rows;
   cols = view.cols;
@@ -83,9 +86,10 @@ Volume normalized_float(const Volume& v) {
 
 PhantomKind kind_for(uint64_t h) {
   // mixed and em are the most varied, so they come up more often.
-  static const PhantomKind table[] = {PhantomKind::Mixed,     PhantomKind::Mixed,  PhantomKind::Mixed,
-                                      PhantomKind::EM,        PhantomKind::EM,     PhantomKind::Filaments,
-                                      PhantomKind::Nuclei,    PhantomKind::Membranes, PhantomKind::Puncta};
+  static const PhantomKind table[] = {
+      PhantomKind::Mixed,  PhantomKind::Mixed,     PhantomKind::Mixed,
+      PhantomKind::EM,     PhantomKind::EM,        PhantomKind::Filaments,
+      PhantomKind::Nuclei, PhantomKind::Membranes, PhantomKind::Puncta};
   return table[h % (sizeof(table) / sizeof(table[0]))];
 }
 
@@ -110,7 +114,8 @@ const Volume& pool_volume(const PretrainParams& p, PhantomPool& pool, int64_t sl
   const int64_t every = std::max<int64_t>(1, p.phantom_every);
   const int64_t id = (step + slot * every) / (kPoolSlots * every) * kPoolSlots + slot;
   if (pool.ids[size_t(slot)] != id) {
-    pool.volumes[size_t(slot)] = stream_phantom(hash_combine(p.seed, static_cast<uint64_t>(id)), p.phantom_size);
+    pool.volumes[size_t(slot)] =
+        stream_phantom(hash_combine(p.seed, static_cast<uint64_t>(id)), p.phantom_size);
     pool.ids[size_t(slot)] = id;
   }
   return pool.volumes[size_t(slot)];
@@ -118,8 +123,8 @@ const Volume& pool_volume(const PretrainParams& p, PhantomPool& pool, int64_t sl
 
 }  // namespace
 
-void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams& p, uint64_t seed, float* input,
-               float* target) {
+void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams& p, uint64_t seed,
+               float* input, float* target) {
   const int64_t crop = p.crop;
   SplitMix r(seed);
   const bool transpose = r.uniform() < 0.5, flip_r = r.uniform() < 0.5, flip_c = r.uniform() < 0.5;
@@ -153,47 +158,63 @@ void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams&
   if (r.uniform() < p.gaussian_prob) dp.gaussian_sigma = r.uniform(0.0, p.gaussian_max);
   dp.seed = r.next();
   const double lateral = r.uniform() < p.lateral_blur_prob ? r.uniform(0.3, 1.0) : 0.0;
-  // Keys: what reconstruct() feeds the network (ReconstructParams::interp).
-  degrade_restore_rows(w.data(), win, crop, d.data(), dp, Interp::Keys);
+  // p.interp must be what reconstruct() will feed the network (ReconstructParams::interp).
+  degrade_restore_rows(w.data(), win, crop, d.data(), dp, p.interp);
   if (lateral > 0) blur_cols(d.data(), win, crop, lateral);
   std::copy(w.begin() + top * crop, w.begin() + (top + crop) * crop, target);
   std::copy(d.begin() + top * crop, d.begin() + (top + crop) * crop, input);
 }
 
-void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at::Tensor& input, at::Tensor& target) {
+namespace {
+
+// The corpus images of each modality, so that a draw can balance modalities.
+std::vector<std::vector<size_t>> by_modality(const std::vector<CorpusImage>& images) {
+  std::map<Modality, std::vector<size_t>> m;
+  for (size_t i = 0; i < images.size(); ++i) m[images[i].modality].push_back(i);
+  std::vector<std::vector<size_t>> out;
+  for (auto& kv : m) out.push_back(std::move(kv.second));
+  return out;
+}
+
+// Orientations of `v` whose planes hold a crop x crop window; XY only unless `all`.
+std::vector<Plane> usable_planes(const Volume& v, bool all, int64_t crop) {
+  std::vector<Plane> ok;
+  for (Plane pl : {Plane::XY, Plane::XZ, Plane::YZ}) {
+    if (!all && pl != Plane::XY) continue;
+    const PlaneView<float> view = v.plane<float>(pl, 0);
+    if (std::min(view.rows, view.cols) >= crop) ok.push_back(pl);
+  }
+  return ok;
+}
+
+}  // namespace
+
+void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at::Tensor& input,
+                    at::Tensor& target) {
   const int64_t B = p.batch, c = p.pairs.crop;
   input = at::empty({B, 1, c, c}, at::kFloat);
   target = at::empty({B, 1, c, c}, at::kFloat);
-  if (pool.user.size() != p.user_volumes.size()) {
-    pool.user.clear();
-    pool.user_isotropic.clear();
-    for (const Volume& v : p.user_volumes) {
-      pool.user.push_back(normalized_float(v));
-      const VoxelSize vs = v.voxel_size();
-      pool.user_isotropic.push_back(std::abs(vs.z / vs.x - 1) < 0.05 && std::abs(vs.y / vs.x - 1) < 0.05);
-    }
-  }
+  const auto groups = by_modality(p.corpus);
   std::vector<float> plane;
   for (int64_t b = 0; b < B; ++b) {
-    SplitMix r(hash_combine(hash_combine(p.seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(b) + 0xba7c4));
+    SplitMix r(hash_combine(hash_combine(p.seed, static_cast<uint64_t>(step)),
+                            static_cast<uint64_t>(b) + 0xba7c4));
     const Volume* v = nullptr;
-    bool iso = true;
-    if (!pool.user.empty() && r.uniform() < p.user_fraction) {
-      const int64_t k = r.randint(0, static_cast<int64_t>(pool.user.size()) - 1);
-      v = &pool.user[size_t(k)];
-      iso = pool.user_isotropic[size_t(k)];
+    bool all_orientations = true;
+    if (!groups.empty() && r.uniform() < p.data_fraction) {
+      // Modality first, then a file: EM is 12 of the corpus's 87 files but half its use.
+      const auto& g = groups[size_t(r.randint(0, static_cast<int64_t>(groups.size()) - 1))];
+      const CorpusImage& img =
+          p.corpus[g[size_t(r.randint(0, static_cast<int64_t>(g.size()) - 1))]];
+      v = &img.planes;
+      all_orientations = img.isotropic;
     } else {
       v = &pool_volume(p, pool, r.randint(0, kPoolSlots - 1), step);
     }
-    // Planes big enough for the crop; anisotropic user volumes only give XY planes.
-    std::vector<Plane> ok;
-    for (Plane pl : {Plane::XY, Plane::XZ, Plane::YZ}) {
-      if (!iso && pl != Plane::XY) continue;
-      const PlaneView<float> view = v->plane<float>(pl, 0);
-      if (std::min(view.rows, view.cols) >= c) ok.push_back(pl);
-    }
+    const std::vector<Plane> ok = usable_planes(*v, all_orientations, c);
     if (ok.empty())
-      throw_input("training volume of shape {} has no plane of at least {}x{} pixels", to_string(v->shape()), c, c);
+      throw_input("training volume of shape {} has no plane of at least {}x{} pixels",
+                  to_string(v->shape()), c, c);
     const Plane pl = ok[size_t(r.randint(0, static_cast<int64_t>(ok.size()) - 1))];
     const int64_t index = r.randint(0, v->plane_count(pl) - 1);
     int64_t rows = 0, cols = 0;
@@ -235,63 +256,106 @@ void identity_init(SwinIR& net) {
   }
 }
 
-// ---- training -------------------------------------------------------------------------
+// ---- validation ----------------------------------------------------------------------
 
-namespace {
-
-struct ValSet {
-  at::Tensor input, target;
-};
-
-ValSet make_val_set(int64_t n) {
-  const int64_t size = 96;
-  ValSet vs;
-  vs.input = at::empty({n, 1, size, size}, at::kFloat);
-  vs.target = at::empty({n, 1, size, size}, at::kFloat);
-  PairParams pp;
-  pp.crop = size;
-  pp.lateral_blur_prob = 0;
-  const auto kinds = all_phantom_kinds();
-  std::vector<float> plane;
-  uint64_t cache_key = ~0ULL;
-  Volume cache;
-  for (int64_t i = 0; i < n; ++i) {
-    // One 112^3 volume per kind, 4 planes each; factors cycle over 2..10.
-    const int64_t vol = i / 4;
+ValSet make_val_set(const PretrainParams& p) {
+  const int64_t size = p.val_crop, per = std::max<int64_t>(1, p.val_pairs);
+  const double factors[] = {2, 4, 8};
+  // Sources per modality: held-out corpus images, then phantoms (one 112^3 volume per kind).
+  struct Source {
+    const Volume* v;
+    bool all;
+  };
+  std::map<std::string, std::vector<Source>> sources;
+  for (const CorpusImage& img : p.val_corpus)
+    if (!usable_planes(img.planes, img.isotropic, size).empty())
+      sources[modality_name(img.modality)].push_back({&img.planes, img.isotropic});
+  std::vector<Volume> phantoms;
+  for (PhantomKind kind : all_phantom_kinds()) {
     PhantomParams ph;
     ph.size = {112, 112, 112};
-    ph.kind = kinds[size_t(vol) % kinds.size()];
-    ph.seed = hash_combine(kValSeed, static_cast<uint64_t>(vol));
-    if (cache_key != ph.seed) {
-      cache = normalized_float(make_phantom(ph));
-      cache_key = ph.seed;
+    ph.kind = kind;
+    ph.seed = hash_combine(kValSeed, static_cast<uint64_t>(phantoms.size()));
+    phantoms.push_back(normalized_float(make_phantom(ph)));
+  }
+  for (const Volume& v : phantoms) sources["phantom"].push_back({&v, true});
+
+  ValSet vs;
+  for (const auto& [modality, list] : sources)
+    for (double f : factors) {
+      ValGroup g;
+      g.modality = modality;
+      g.factor = f;
+      g.pairs = per;
+      vs.offset.push_back(vs.groups.empty() ? 0 : vs.offset.back() + vs.groups.back().pairs);
+      vs.groups.push_back(g);
     }
-    const Volume& v = cache;
-    const Plane pl = static_cast<Plane>(i % 3);
-    int64_t rows = 0, cols = 0;
-    extract_plane(v, pl, 20 + (i * 23) % 70, plane, rows, cols);
-    pp.min_factor = pp.max_factor = 2.0 + double((i * 5) % 9);
-    make_pair(plane.data(), rows, cols, pp, hash_combine(kValSeed, 1000 + static_cast<uint64_t>(i)),
-              vs.input.data_ptr<float>() + i * size * size, vs.target.data_ptr<float>() + i * size * size);
+  const int64_t n = vs.groups.empty() ? 0 : vs.offset.back() + vs.groups.back().pairs;
+  vs.input = at::empty({n, 1, size, size}, at::kFloat);
+  vs.target = at::empty({n, 1, size, size}, at::kFloat);
+  PairParams pp = p.pairs;
+  pp.crop = size;
+  pp.lateral_blur_prob = 0;
+  std::vector<float> plane;
+  for (size_t gi = 0; gi < vs.groups.size(); ++gi) {
+    const ValGroup& g = vs.groups[gi];
+    const auto& list = sources.at(g.modality);
+    pp.min_factor = pp.max_factor = g.factor;
+    for (int64_t i = 0; i < g.pairs; ++i) {
+      // Sources in turn, planes by hash: a pure function of the group name, factor and i.
+      const Source& src = list[size_t(i) % list.size()];
+      SplitMix r(
+          hash_combine(hash_combine(kValSeed, std::hash<std::string>{}(g.modality)),
+                       static_cast<uint64_t>(g.factor * 1000) * 100003 + static_cast<uint64_t>(i)));
+      const std::vector<Plane> ok = usable_planes(*src.v, src.all, size);
+      const Plane pl = ok[size_t(r.randint(0, static_cast<int64_t>(ok.size()) - 1))];
+      const int64_t count = src.v->plane_count(pl);
+      // Phantom planes near the faces are mostly empty: keep to the middle 80%.
+      const int64_t lo = src.all ? count / 10 : 0,
+                    hi = src.all ? count - 1 - count / 10 : count - 1;
+      int64_t rows = 0, cols = 0;
+      extract_plane(*src.v, pl, r.randint(lo, hi), plane, rows, cols);
+      const int64_t row = vs.offset[gi] + i;
+      make_pair(plane.data(), rows, cols, pp, r.next(),
+                vs.input.data_ptr<float>() + row * size * size,
+                vs.target.data_ptr<float>() + row * size * size);
+    }
   }
   return vs;
 }
 
-std::pair<double, double> validate_net(SwinIR& net, const ValSet& vs, const c10::Device& dev) {
+std::pair<double, double> validate_net(SwinIR& net, ValSet& vs, const c10::Device& dev) {
   at::NoGradGuard ng;
-  double in = 0, out = 0;
   const int64_t n = vs.input.size(0);
+  std::vector<double> in(static_cast<size_t>(n)), out(static_cast<size_t>(n));
   for (int64_t i = 0; i < n; i += 8) {
     const int64_t e = std::min(n, i + 8);
     at::Tensor x = vs.input.slice(0, i, e), y = vs.target.slice(0, i, e);
     at::Tensor o = net->forward(x.to(dev)).to(at::kCPU);
     for (int64_t k = 0; k < e - i; ++k) {
-      in += psnr_unit(x[k], y[k]);
-      out += psnr_unit(o[k], y[k]);
+      in[size_t(i + k)] = psnr_unit(x[k], y[k]);
+      out[size_t(i + k)] = psnr_unit(o[k], y[k]);
     }
   }
-  return {in / double(n), out / double(n)};
+  double sin = 0, sout = 0;
+  for (size_t gi = 0; gi < vs.groups.size(); ++gi) {
+    ValGroup& g = vs.groups[gi];
+    double a = 0, b = 0;
+    for (int64_t k = vs.offset[gi]; k < vs.offset[gi] + g.pairs; ++k) {
+      a += in[size_t(k)];
+      b += out[size_t(k)];
+    }
+    g.psnr_input = a / double(g.pairs);
+    g.psnr_output = b / double(g.pairs);
+    sin += a;
+    sout += b;
+  }
+  return {sin / double(std::max<int64_t>(1, n)), sout / double(std::max<int64_t>(1, n))};
 }
+
+// ---- training -------------------------------------------------------------------------
+
+namespace {
 
 // The parameters that define the data stream: a resumed run must match them.
 std::string stream_json(const PretrainParams& p) {
@@ -306,8 +370,14 @@ std::string stream_json(const PretrainParams& p) {
   j["lateral_blur_prob"] = p.pairs.lateral_blur_prob;
   j["phantom_size"] = p.phantom_size;
   j["phantom_every"] = p.phantom_every;
-  j["user_data"] = p.user_names;
-  j["user_fraction"] = p.user_fraction;
+  j["input_interp"] = interp_name(p.pairs.interp);
+  std::vector<std::string> train, held_out;
+  for (const CorpusImage& img : p.corpus) train.push_back(img.name);
+  for (const CorpusImage& img : p.val_corpus) held_out.push_back(img.name);
+  j["data"] = train;
+  j["data_fraction"] = p.data_fraction;
+  j["held_out"] = held_out;
+  j["val"] = {p.val_pairs, p.val_crop};
   return j.dump();
 }
 
@@ -320,7 +390,32 @@ std::string optim_json(const PretrainParams& p) {
   return j.dump();
 }
 
-std::string fmt_double(double v) { return fmt::format("{:.17g}", v); }
+std::string fmt_double(double v) {
+  return fmt::format("{:.17g}", v);
+}
+
+}  // namespace
+
+std::string val_gains_text(const std::vector<ValGroup>& groups) {
+  std::string out;
+  for (const ValGroup& g : groups)
+    out +=
+        fmt::format("{}{} x{:g} {:+.3f}", out.empty() ? "" : ", ", g.modality, g.factor, g.gain());
+  return out + " dB";
+}
+
+std::string val_groups_json(const std::vector<ValGroup>& groups) {
+  nlohmann::ordered_json j = nlohmann::ordered_json::array();
+  for (const ValGroup& g : groups)
+    j.push_back({{"modality", g.modality},
+                 {"factor", g.factor},
+                 {"pairs", g.pairs},
+                 {"psnr_input", std::round(g.psnr_input * 1e4) / 1e4},
+                 {"psnr_output", std::round(g.psnr_output * 1e4) / 1e4}});
+  return j.dump();
+}
+
+namespace {
 
 struct TrainState {
   SwinIR net{nullptr};
@@ -332,11 +427,15 @@ struct TrainState {
   int64_t loss_n = 0;
 };
 
-void write_checkpoint(const std::string& path, const TrainState& st, const PretrainParams& p, double seconds) {
+void write_checkpoint(const std::string& path, const TrainState& st, const PretrainParams& p,
+                      double seconds) {
   TensorList list;
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("param/" + st.params[i].first, st.params[i].second.detach());
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_m/" + st.params[i].first, st.m[i]);
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_v/" + st.params[i].first, st.v[i]);
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("param/" + st.params[i].first, st.params[i].second.detach());
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("adam_m/" + st.params[i].first, st.m[i]);
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("adam_v/" + st.params[i].first, st.v[i]);
   std::map<std::string, std::string> meta{{"format", "isoprompt-pretrain-checkpoint"},
                                           {"step", std::to_string(st.step)},
                                           {"seconds", fmt_double(seconds)},
@@ -354,28 +453,35 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
   const TensorMap t = read_safetensors(path, &meta);
   auto get = [&](const std::string& k) {
     auto it = meta.find(k);
-    if (it == meta.end()) throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (no '{}' metadata)", path, k));
+    if (it == meta.end())
+      throw CheckpointError(
+          fmt::format("{} is not a pretraining checkpoint (no '{}' metadata)", path, k));
     return it->second;
   };
   if (get("format") != "isoprompt-pretrain-checkpoint")
-    throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (format '{}')", path, get("format")));
+    throw CheckpointError(
+        fmt::format("{} is not a pretraining checkpoint (format '{}')", path, get("format")));
   const SwinConfig saved = SwinConfig::from_json(get("config"));
   if (saved != p.config)
-    throw_input("checkpoint {} was made with model {}, but this run asks for {}", path, saved.to_json(),
-                p.config.to_json());
+    throw_input("checkpoint {} was made with model {}, but this run asks for {}", path,
+                saved.to_json(), p.config.to_json());
   if (get("stream") != stream_json(p))
-    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path, get("stream"),
-                stream_json(p));
+    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path,
+                get("stream"), stream_json(p));
   if (get("optim") != optim_json(p))
-    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path, optim_json(p), get("optim"));
+    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path,
+             optim_json(p), get("optim"));
   at::NoGradGuard ng;
   for (size_t i = 0; i < st.params.size(); ++i) {
     const std::string& name = st.params[i].first;
     for (const char* prefix : {"param/", "adam_m/", "adam_v/"}) {
       auto it = t.find(prefix + name);
-      if (it == t.end()) throw CheckpointError(fmt::format("checkpoint {} has no tensor '{}{}'", path, prefix, name));
+      if (it == t.end())
+        throw CheckpointError(
+            fmt::format("checkpoint {} has no tensor '{}{}'", path, prefix, name));
       if (it->second.sizes() != st.params[i].second.sizes())
-        throw CheckpointError(fmt::format("tensor '{}{}' in {} has the wrong shape", prefix, name, path));
+        throw CheckpointError(
+            fmt::format("tensor '{}{}' in {} has the wrong shape", prefix, name, path));
     }
     st.params[i].second.copy_(t.at("param/" + name));
     st.m[i].copy_(t.at("adam_m/" + name));
@@ -389,7 +495,8 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
 
 double lr_at(const PretrainParams& p, int64_t step) {
   double f = p.warmup > 0 ? std::min(1.0, double(step + 1) / double(p.warmup)) : 1.0;
-  if (p.min_lr_ratio < 1.0 && p.steps > 0) f *= cosine_decay(p.min_lr_ratio, double(step) / double(p.steps));
+  if (p.min_lr_ratio < 1.0 && p.steps > 0)
+    f *= cosine_decay(p.min_lr_ratio, double(step) / double(p.steps));
   return p.lr * f;
 }
 
@@ -405,11 +512,16 @@ void validate_params(const PretrainParams& p) {
   if (p.batch < 1) throw_input("--batch must be >= 1, got {}", p.batch);
   if (p.pairs.crop < 8) throw_input("--crop must be >= 8, got {}", p.pairs.crop);
   if (p.phantom_size < p.pairs.crop)
-    throw_input("--phantom-size ({}) must be at least the crop size ({})", p.phantom_size, p.pairs.crop);
+    throw_input("--phantom-size ({}) must be at least the crop size ({})", p.phantom_size,
+                p.pairs.crop);
   if (!(p.pairs.min_factor >= 1) || p.pairs.max_factor < p.pairs.min_factor)
-    throw_input("degradation factors must satisfy 1 <= min <= max, got {} and {}", p.pairs.min_factor,
-                p.pairs.max_factor);
+    throw_input("degradation factors must satisfy 1 <= min <= max, got {} and {}",
+                p.pairs.min_factor, p.pairs.max_factor);
   if (!(p.lr > 0)) throw_input("--lr must be positive, got {}", p.lr);
+  if (!(p.data_fraction >= 0 && p.data_fraction <= 1))
+    throw_input("--data-fraction must be in [0, 1], got {}", p.data_fraction);
+  if (p.val_crop < 16) throw_input("--val-crop must be >= 16, got {}", p.val_crop);
+  if (p.val_pairs < 1) throw_input("--val-pairs must be >= 1, got {}", p.val_pairs);
   if (!p.checkpoint_path.empty()) check_output_path(p.checkpoint_path);
   if (!p.export_path.empty()) check_output_path(p.export_path);
   if (!p.log_csv.empty()) check_output_path(p.log_csv);
@@ -450,13 +562,22 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
            p.config.parameter_count(), p.config.gflops(256, 256));
 
   std::unique_ptr<std::ofstream> csv;
+  bool csv_header = false;
   if (!p.log_csv.empty()) {
     const bool append = !p.resume_path.empty() && file_exists(p.log_csv);
     csv = std::make_unique<std::ofstream>(p.log_csv, append ? std::ios::app : std::ios::trunc);
     if (!*csv) throw_input("cannot write log file {}", p.log_csv);
-    if (!append) *csv << "step,loss,lr,val_psnr_input,val_psnr_output,seconds\n";
+    csv_header = !append;
   }
-  const ValSet val = make_val_set(std::max<int64_t>(1, p.val_pairs));
+  ValSet val = make_val_set(p);
+  log_info("validation: {} fixed pairs of {}x{} in {} groups (modality x factor)",
+           val.input.size(0), p.val_crop, p.val_crop, val.groups.size());
+  if (csv && csv_header) {
+    *csv << "step,loss,lr,val_psnr_input,val_psnr_output,seconds";
+    for (const ValGroup& g : val.groups)
+      *csv << fmt::format(",gain_{}_x{:g}", g.modality, g.factor);
+    *csv << "\n";
+  }
   PretrainResult res;
   PhantomPool pool;
   auto last_ckpt = clock::now();
@@ -474,6 +595,7 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
     st.net->train();
     res.val_psnr_input = pin;
     res.val_psnr_output = pout;
+    res.val_groups = val.groups;
     return std::make_pair(pin, pout);
   };
 
@@ -507,7 +629,10 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
       }
       const double lv = loss.item<double>();
       if (!std::isfinite(lv))
-        throw_error("pretraining diverged at step {} (loss {}); lower --lr or resume from the last checkpoint", st.step, lv);
+        throw_error(
+            "pretraining diverged at step {} (loss {}); lower --lr or resume from the last "
+            "checkpoint",
+            st.step, lv);
       st.loss_acc += lv;
       st.loss_n += 1;
       st.step += 1;
@@ -516,23 +641,29 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
       if (do_log) {
         const double mean_loss = st.loss_acc / double(std::max<int64_t>(1, st.loss_n));
         res.last_loss = mean_loss;
-        std::string vin, vout;
+        std::string vin, vout, gains;
         if (do_val) {
           const auto [pin, pout] = run_validation();
           vin = fmt::format("{:.3f}", pin);
           vout = fmt::format("{:.3f}", pout);
-          log_info("step {}: loss {:.5f}, validation PSNR input {} dB, output {} dB", st.step, mean_loss, vin, vout);
+          log_info("step {}: loss {:.5f}, validation PSNR input {} dB, output {} dB; gain {}",
+                   st.step, mean_loss, vin, vout, val_gains_text(val.groups));
+          for (const ValGroup& g : val.groups) gains += fmt::format(",{:.4f}", g.gain());
+        } else {
+          gains.assign(val.groups.size(), ',');
         }
         if (csv) {
-          *csv << fmt::format("{},{:.6f},{:.3g},{},{},{:.1f}\n", st.step, mean_loss, lr, vin, vout,
-                              st.seconds_before + session_seconds());
+          *csv << fmt::format("{},{:.6f},{:.3g},{},{},{:.1f}{}\n", st.step, mean_loss, lr, vin,
+                              vout, st.seconds_before + session_seconds(), gains);
           csv->flush();
         }
         st.loss_acc = 0;
         st.loss_n = 0;
       }
       bar.update(st.step, fmt::format("loss {:.4f}", lv));
-      if (std::chrono::duration<double>(clock::now() - last_ckpt).count() >= p.checkpoint_minutes * 60) checkpoint();
+      if (std::chrono::duration<double>(clock::now() - last_ckpt).count() >=
+          p.checkpoint_minutes * 60)
+        checkpoint();
       if (p.max_minutes > 0 && session_seconds() >= p.max_minutes * 60 && st.step < p.steps) {
         res.stopped_early = true;
         log_info("stopping after {} minutes at step {} (--max-minutes)", p.max_minutes, st.step);
@@ -542,7 +673,8 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
   } catch (const Cancelled&) {
     checkpoint();
     if (!p.checkpoint_path.empty())
-      log_info("interrupted at step {}: checkpoint written to {} (continue with --resume)", st.step, p.checkpoint_path);
+      log_info("interrupted at step {}: checkpoint written to {} (continue with --resume)", st.step,
+               p.checkpoint_path);
     throw;
   }
   bar.finish();
@@ -554,7 +686,13 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
     st.net->eval();
     std::map<std::string, std::string> meta{
         {"name", p.model_name},
-        {"description", "isoprompt backbone pretrained from scratch on procedural phantoms (isoprompt pretrain)"},
+        {"description", p.corpus.empty() ? "isoprompt backbone pretrained from scratch on "
+                                           "procedural phantoms (isoprompt pretrain)"
+                                         : "isoprompt backbone pretrained from scratch on real "
+                                           "microscopy images and procedural "
+                                           "phantoms (isoprompt pretrain --data)"},
+        {"input_interp", interp_name(p.pairs.interp)},
+        {"val_groups", val_groups_json(res.val_groups)},
         {"pretrain_steps", std::to_string(res.steps_done)},
         {"pretrain_batch", std::to_string(p.batch)},
         {"pretrain_crop", std::to_string(p.pairs.crop)},

@@ -1,19 +1,18 @@
 // `isoprompt predict` and `isoprompt restore`: outputs, geometry, modes, errors.
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
-#include <nlohmann/json.hpp>
-
+#include <gtest/gtest.h>
 #include <sys/wait.h>
 
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <nlohmann/json.hpp>
 
 #include "isoprompt/fileutil.h"
 #include "isoprompt/io.h"
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
+#include "isoprompt/pretrain.h"
 #include "isoprompt/tensor.h"
 #include "isoprompt/train.h"
 #include "test_util.h"
@@ -50,17 +49,20 @@ std::string tiny_backbone(const TempDir& d, const std::string& name, uint64_t se
 }
 
 bool same_voxels(const Volume& a, const Volume& b) {
-  return a.shape() == b.shape() && a.dtype() == b.dtype() && std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
+  return a.shape() == b.shape() && a.dtype() == b.dtype() &&
+         std::memcmp(a.raw(), b.raw(), a.size_bytes()) == 0;
 }
 
 }  // namespace
 
-// --mode interp writes ops' cubic upsampling with voxel z = z / K exactly, in the input dtype.
+// --mode interp writes ops' cubic (B-spline, the default of --interp auto without a backbone)
+// upsampling with voxel z = z / K exactly, in the input dtype.
 TEST(PredictCli, InterpModeGeometryAndValues) {
   TempDir d;
   const Volume v = smooth_volume({6, 20, 16}, {2.2, 0.5, 0.5}, 1);
   write_volume(d.file("in.tif"), v);
-  const auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "interp"});
+  const auto r =
+      run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "interp"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("mode interp, factor 4.4"), std::string::npos) << r.out;
   const Volume out = read_volume(d.file("out.tif"));
@@ -68,26 +70,29 @@ TEST(PredictCli, InterpModeGeometryAndValues) {
   EXPECT_EQ(out.dtype(), DType::U16);
   EXPECT_NEAR(out.voxel_size().z, 0.5, 1e-12);
   EXPECT_EQ(out.voxel_size().x, 0.5);
-  const Volume ref = denormalize(upsample(v, 0, 2.2 / 0.5, Interp::Keys), Normalizer{0, 1}, DType::U16);
+  const Volume ref =
+      denormalize(upsample(v, 0, 2.2 / 0.5, Interp::BSpline3), Normalizer{0, 1}, DType::U16);
   EXPECT_TRUE(same_voxels(out, ref));
 }
 
-// z-alignment: simulate --factor 4, then `predict --mode interp` (default keys, the network's
-// input interpolation) scores exactly like `baseline --method keys` (same voxels, same metrics).
+// z-alignment: simulate --factor 4, then `predict --mode interp` (default cubic) scores exactly
+// like `baseline --method cubic` (same voxels, same metrics).
 TEST(PredictCli, InterpModeScoresExactlyLikeBaseline) {
   TempDir d;
   write_volume(d.file("gt.tif"), smooth_volume({32, 24, 20}, {0.5, 0.5, 0.5}, 2));
   auto r = run_cli({"simulate", d.file("gt.tif"), "-o", d.file("lo.tif"), "--factor", "4"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
-  r = run_cli({"baseline", d.file("lo.tif"), "-o", d.file("base.tif"), "--method", "keys"});
+  r = run_cli({"baseline", d.file("lo.tif"), "-o", d.file("base.tif"), "--method", "cubic"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli({"predict", d.file("lo.tif"), "-o", d.file("pred.tif"), "--mode", "interp"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Volume base = read_volume(d.file("base.tif")), pred = read_volume(d.file("pred.tif"));
   EXPECT_TRUE(same_voxels(base, pred));
   EXPECT_EQ(base.voxel_size(), pred.voxel_size());
-  const auto eb = run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("base.tif"), "--json"});
-  const auto ep = run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("pred.tif"), "--json"});
+  const auto eb =
+      run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("base.tif"), "--json"});
+  const auto ep =
+      run_cli({"eval", "--gt", d.file("gt.tif"), "--pred", d.file("pred.tif"), "--json"});
   ASSERT_EQ(eb.exit_code, 0) << eb.err;
   ASSERT_EQ(ep.exit_code, 0) << ep.err;
   nlohmann::json jb = nlohmann::json::parse(eb.out), jp = nlohmann::json::parse(ep.out);
@@ -102,8 +107,9 @@ TEST(PredictCli, ZeroShotWithTinyBackbone) {
   TempDir d;
   const std::string bb = tiny_backbone(d, "tiny.safetensors", 3);
   write_volume(d.file("in.tif"), smooth_volume({5, 18, 14}, {1.5, 0.5, 0.5}, 4));
-  const auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "zero-shot", "--backbone",
-                          bb, "--tile", "16", "--overlap", "4", "--dtype", "float32", "--fuse", "geometric"});
+  const auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode",
+                          "zero-shot", "--backbone", bb, "--tile", "16", "--overlap", "4",
+                          "--dtype", "float32", "--fuse", "geometric"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Volume out = read_volume(d.file("out.tif"));
   EXPECT_EQ(out.shape(), (Shape3{15, 18, 14}));
@@ -118,8 +124,10 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
   TempDir d;
   const std::string bb = tiny_backbone(d, "tiny.safetensors", 5);
   write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
-  auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone", bb, "--prompt-out",
-                    d.file("p.safetensors"), "--steps", "2", "--train-batch", "2", "--crop", "32"});
+  // --fallback none: this random backbone may well lose to interpolation.
+  auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone", bb,
+                    "--prompt-out", d.file("p.safetensors"), "--steps", "2", "--train-batch", "2",
+                    "--crop", "32", "--fallback", "none"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   const Volume restored = read_volume(d.file("r.tif"));
   EXPECT_EQ(restored.shape(), (Shape3{32, 40, 40}));
@@ -133,7 +141,8 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
   const Volume predicted = read_volume(d.file("p.tif"));
   ASSERT_EQ(predicted.shape(), restored.shape());
   // Same model, same normalisation: the same result (up to thread-order rounding).
-  const double diff = (to_float_tensor(predicted) - to_float_tensor(restored)).abs().max().item<double>();
+  const double diff =
+      (to_float_tensor(predicted) - to_float_tensor(restored)).abs().max().item<double>();
   EXPECT_LE(diff, 1.0);
 
   const std::string other = tiny_backbone(d, "other.safetensors", 99);
@@ -148,6 +157,46 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
   EXPECT_NE(r.err.find("holds a prompt model, not --mode full"), std::string::npos) << r.err;
 }
 
+// A model that is not better than interpolation on the stack's own held-out pairs is reported,
+// and restore writes the interpolation instead: an identity-initialised backbone returns its
+// input exactly, so its held-out PSNR equals the interpolation's and the fallback must trigger.
+TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
+  TempDir d;
+  SwinConfig c;
+  c.embed_dim = 12;
+  c.depths = {1};
+  c.num_heads = {2};
+  c.num_feat = 8;
+  SwinIR net(c);
+  identity_init(net);
+  save_backbone(d.file("id.safetensors"), net, {{"input_interp", "linear"}});
+  write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
+  auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone",
+                    d.file("id.safetensors"), "--steps", "0", "--crop", "32"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(
+      r.err.find(
+          "the tuned model is not better than linear interpolation on this stack's held-out pairs"),
+      std::string::npos)
+      << r.err;
+  EXPECT_NE(r.err.find("writing the interpolation instead"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("mode interp"), std::string::npos) << r.out;
+  r = run_cli({"baseline", d.file("in.tif"), "-o", d.file("b.tif"), "--method", "linear"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_TRUE(same_voxels(read_volume(d.file("r.tif")), read_volume(d.file("b.tif"))));
+  // --fallback none keeps the model's result (identity on linear input: the same voxels here,
+  // so only the log tells them apart).
+  r = run_cli({"restore", d.file("in.tif"), "-o", d.file("m.tif"), "--backbone",
+               d.file("id.safetensors"), "--steps", "0", "--crop", "32", "--fallback", "none"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("writing the model's result anyway"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("mode prompt"), std::string::npos) << r.out;
+  r = run_cli({"restore", d.file("in.tif"), "-o", d.file("x.tif"), "--fallback", "cubic"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("unknown --fallback 'cubic' (expected interp or none)"), std::string::npos)
+      << r.err;
+}
+
 // Bad flags fail before any work with exit code 2 and a message naming the value.
 TEST(PredictCli, BadFlagsExitTwo) {
   TempDir d;
@@ -159,7 +208,8 @@ TEST(PredictCli, BadFlagsExitTwo) {
   };
   const std::vector<Case> cases = {
       {{"--mode", "magic"}, "unknown --mode 'magic'"},
-      {{"--mode", "interp", "--factor", "0.5"}, "--factor must be 'auto' or a number in 1..1000 (z-step / xy-pixel), got '0.5'"},
+      {{"--mode", "interp", "--factor", "0.5"},
+       "--factor must be 'auto' or a number in 1..1000 (z-step / xy-pixel), got '0.5'"},
       {{"--mode", "interp", "--factor", "abc"}, "got 'abc'"},
       {{"--mode", "interp", "--tile", "8"}, "--tile 8 is too small"},
       {{"--mode", "interp", "--fuse", "max"}, "unknown fusion 'max'"},
@@ -167,8 +217,10 @@ TEST(PredictCli, BadFlagsExitTwo) {
       {{"--mode", "interp", "--max-memory", "0"}, "--max-memory 0 must be a positive number"},
       {{"--mode", "interp", "--dtype", "int7"}, "int7"},
       {{}, "--mode prompt needs --prompt FILE"},
-      {{"--mode", "interp", "--prompt", "x.safetensors"}, "--prompt cannot be used with --mode interp"},
-      {{"--mode", "zero-shot", "--backbone", "/nonexistent/model.safetensors"}, "/nonexistent/model.safetensors"},
+      {{"--mode", "interp", "--prompt", "x.safetensors"},
+       "--prompt cannot be used with --mode interp"},
+      {{"--mode", "zero-shot", "--backbone", "/nonexistent/model.safetensors"},
+       "/nonexistent/model.safetensors"},
       {{"--mode", "interp", "--no-such-flag"}, "--no-such-flag"},
   };
   for (const Case& c : cases) {
@@ -185,7 +237,8 @@ TEST(PredictCli, BadFlagsExitTwo) {
   r = run_cli({"predict", d.file("missing.tif"), "-o", out, "--mode", "interp"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("missing.tif"), std::string::npos) << r.err;
-  r = run_cli({"restore", in, "-o", out, "--mode", "interp", "--prompt-out", d.file("p.safetensors")});
+  r = run_cli(
+      {"restore", in, "-o", out, "--mode", "interp", "--prompt-out", d.file("p.safetensors")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("--prompt-out needs --mode prompt or full"), std::string::npos) << r.err;
   // An uncalibrated stack needs an explicit factor.
@@ -208,13 +261,15 @@ TEST(PredictCli, InterruptWritesNothing) {
   TempDir d;
   const std::string bb = tiny_backbone(d, "tiny.safetensors", 11);
   write_volume(d.file("in.tif"), smooth_volume({32, 256, 256}, {2.0, 0.5, 0.5}, 12));
-  const std::string cmd = "timeout --preserve-status -s INT 3 '" + std::string(ISO_BINARY) + "' predict '" +
-                          d.file("in.tif") + "' -o '" + d.file("out.tif") + "' --mode zero-shot --backbone '" + bb +
-                          "' 2>'" + d.file("err.txt") + "' >/dev/null";
+  const std::string cmd = "timeout --preserve-status -s INT 3 '" + std::string(ISO_BINARY) +
+                          "' predict '" + d.file("in.tif") + "' -o '" + d.file("out.tif") +
+                          "' --mode zero-shot --backbone '" + bb + "' 2>'" + d.file("err.txt") +
+                          "' >/dev/null";
   const int status = std::system(cmd.c_str());
   ASSERT_TRUE(WIFEXITED(status));
   EXPECT_EQ(WEXITSTATUS(status), 130);
-  EXPECT_NE(isoprompt::test::read_text(d.file("err.txt")).find("interrupted: stopped cleanly"), std::string::npos)
+  EXPECT_NE(isoprompt::test::read_text(d.file("err.txt")).find("interrupted: stopped cleanly"),
+            std::string::npos)
       << isoprompt::test::read_text(d.file("err.txt"));
   int files = 0;
   for (const auto& e : std::filesystem::directory_iterator(d.path()))

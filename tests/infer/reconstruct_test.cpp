@@ -1,7 +1,6 @@
 // reconstruct(): geometry, interpolation mode, fusion, tiling, memory, Ctrl-C.
-#include <gtest/gtest.h>
-
 #include <ATen/ATen.h>
+#include <gtest/gtest.h>
 
 #include <cmath>
 #include <cstring>
@@ -9,6 +8,7 @@
 #include "isoprompt/error.h"
 #include "isoprompt/infer.h"
 #include "isoprompt/log.h"
+#include "isoprompt/restore.h"
 #include "isoprompt/runtime.h"
 #include "isoprompt/tensor.h"
 
@@ -26,7 +26,9 @@ Volume random_volume(Shape3 s, DType t, double max, uint64_t seed, VoxelSize vs 
   return to_volume(vt, t);
 }
 
-at::Tensor as_tensor(const Volume& v) { return to_float_tensor(v).to(at::kDouble); }
+at::Tensor as_tensor(const Volume& v) {
+  return to_float_tensor(v).to(at::kDouble);
+}
 double max_abs_diff(const Volume& a, const Volume& b) {
   return (as_tensor(a) - as_tensor(b)).abs().max().item<double>();
 }
@@ -46,6 +48,22 @@ ReconstructParams params(double k) {
 
 // Interpolation mode on a hand-computed case: linear, K = 2, z ramp 0, 10, 20 read at
 // (i + 0.5)/2 - 0.5 = -0.25 (clamped), 0.25, ... 2.25 (clamped).
+// The network's input interpolation comes from the backbone's pretraining metadata.
+TEST(Reconstruct, InputInterpolationFollowsTheBackbone) {
+  Backbone b;
+  EXPECT_EQ(backbone_input_interp(b),
+            Interp::Keys);  // files without it: the first default, UniFMIR
+  b.metadata["input_interp"] = "cubic";
+  EXPECT_EQ(backbone_input_interp(b), Interp::BSpline3);
+  EXPECT_EQ(resolve_interp("auto", &b), Interp::BSpline3);
+  b.metadata["input_interp"] = "keys";
+  EXPECT_EQ(resolve_interp("auto", &b), Interp::Keys);
+  EXPECT_EQ(resolve_interp("linear", &b), Interp::Linear);
+  EXPECT_EQ(resolve_interp("auto", nullptr),
+            Interp::BSpline3);  // interpolation only: the best kernel
+  EXPECT_THROW(resolve_interp("bicubic", &b), InputError);
+}
+
 TEST(Reconstruct, InterpModeHandComputedLinear) {
   Quiet q;
   Volume v({3, 1, 2}, DType::F32, {1.0, 0.5, 0.5});
@@ -151,7 +169,9 @@ TEST(Reconstruct, TiledMatchesUntiled) {
   Quiet q;
   at::manual_seed(11);
   const at::Tensor w1 = at::randn({4, 1, 3, 3}) * 0.3, w2 = at::randn({1, 4, 7, 7}) * 0.1;
-  auto net = [&](const at::Tensor& x) { return at::conv2d(at::relu(at::conv2d(x, w1, {}, 1, 1)), w2, {}, 1, 3) + x; };
+  auto net = [&](const at::Tensor& x) {
+    return at::conv2d(at::relu(at::conv2d(x, w1, {}, 1, 1)), w2, {}, 1, 3) + x;
+  };
   const Volume v = random_volume({12, 50, 60}, DType::F32, 1.0, 8, {1, 1, 1});
   ReconstructParams p = params(4.0);
   p.norm = Normalizer{0, 1};
@@ -173,12 +193,14 @@ TEST(Reconstruct, NormalisationIsGlobalNotPerTile) {
   Quiet q;
   Volume v = random_volume({8, 40, 40}, DType::F32, 10, 9);
   float* d = v.data<float>();
-  for (int64_t i = 0; i < v.numel(); ++i) d[i] += static_cast<float>((i % 40) * 50);  // a strong x ramp
+  for (int64_t i = 0; i < v.numel(); ++i)
+    d[i] += static_cast<float>((i % 40) * 50);  // a strong x ramp
   ReconstructParams p = params(2.0);
   p.tile = 16;
   p.overlap = 4;
   ReconstructReport rep;
-  const Volume out = reconstruct(v, p, [](const at::Tensor& x) { return x + 0.1; }, &rep);
+  const Volume out = reconstruct(
+      v, p, [](const at::Tensor& x) { return x + 0.1; }, &rep);
   const at::Tensor diff = as_tensor(out) - as_tensor(upsample(v, 0, 2.0, Interp::Keys, 16));
   const double shift = 0.1 * (rep.norm.hi - rep.norm.lo);
   EXPECT_GT(shift, 100);

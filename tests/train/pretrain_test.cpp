@@ -149,7 +149,11 @@ TEST(Pretrain, SmokeRunLogsAndExportsALoadableModel) {
   EXPECT_GT(r.val_psnr_input, 10);
   EXPECT_GT(r.val_psnr_output, 10);
   const std::string log = test::read_text(p.log_csv);
-  EXPECT_EQ(log.rfind("step,loss,lr,val_psnr_input,val_psnr_output,seconds\n1,", 0), 0u) << log;
+  EXPECT_EQ(log.rfind("step,loss,lr,val_psnr_input,val_psnr_output,seconds,gain_phantom_x2,gain_"
+                      "phantom_x4,gain_phantom_x8\n1,",
+                      0),
+            0u)
+      << log;
   EXPECT_EQ(std::count(log.begin(), log.end(), '\n'), 7);
   const Backbone bb = load_backbone(p.export_path);
   EXPECT_EQ(bb.config, tiny_config());
@@ -157,7 +161,8 @@ TEST(Pretrain, SmokeRunLogsAndExportsALoadableModel) {
   EXPECT_EQ(bb.metadata.at("pretrain_steps"), "6");
   // The exported weights are the checkpoint's weights.
   const TensorMap ck = read_safetensors(p.checkpoint_path);
-  for (const auto& [name, w] : bb.net->weights()) EXPECT_TRUE(at::equal(w, ck.at("param/" + name))) << name;
+  for (const auto& [name, w] : bb.net->weights())
+    EXPECT_TRUE(at::equal(w, ck.at("param/" + name))) << name;
 }
 
 // 6 steps straight == 3 steps, stop, resume, 3 more: bitwise equal weights and Adam state.
@@ -174,7 +179,8 @@ TEST(Pretrain, ResumeReproducesTheUninterruptedRun) {
   const PretrainResult r = pretrain(pb);
   EXPECT_EQ(r.steps_done, 6);
   std::map<std::string, std::string> ma, mb;
-  const TensorMap ta = read_safetensors(pa.checkpoint_path, &ma), tb = read_safetensors(pb.checkpoint_path, &mb);
+  const TensorMap ta = read_safetensors(pa.checkpoint_path, &ma),
+                  tb = read_safetensors(pb.checkpoint_path, &mb);
   ASSERT_EQ(ta.size(), tb.size());
   for (const auto& [name, t] : ta) EXPECT_TRUE(at::equal(t, tb.at(name))) << name;
   EXPECT_EQ(ma.at("step"), "6");
@@ -194,7 +200,9 @@ TEST(Pretrain, ResumeRejectsOtherSettings) {
     pretrain(p);
     FAIL() << "no throw";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("was made with other training settings"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("was made with other training settings"),
+              std::string::npos)
+        << e.what();
   }
   p.seed = 42;
   p.config.embed_dim = 16;
