@@ -95,7 +95,8 @@ PageTags page_tags(const Volume& v, WriteOptions::Flavor flavor, std::string des
   const double f = unit_to_micron(v.unit());
   // A voxel size in pixels is written too (as ImageJ's unit=pixel), when it is not 1,1,1.
   const bool pixel_spacing = v.unit() == "pixel" && !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0});
-  t.calibrated = f > 0 || (v.unit() != "pixel" && !v.unit().empty()) || (pixel_spacing && flavor == WriteOptions::ImageJ);
+  t.calibrated = f > 0 || (v.unit() != "pixel" && !v.unit().empty()) ||
+                 (pixel_spacing && flavor == WriteOptions::ImageJ);
   if (t.calibrated) {
     double px = v.voxel_size().x, py = v.voxel_size().y;
     if (flavor == WriteOptions::OME && f > 0) {
@@ -141,8 +142,10 @@ class IfdBuilder {
   void add_long(uint16_t tag, uint32_t v) { add(tag, kLong, 1, bytes_of(v)); }
   // A file offset or byte count: LONG in classic TIFF, LONG8 in BigTIFF.
   void add_offset(uint16_t tag, uint64_t v) {
-    if (big_) add(tag, kLong8, 1, bytes_of(v));
-    else add(tag, kLong, 1, bytes_of(static_cast<uint32_t>(v)));
+    if (big_)
+      add(tag, kLong8, 1, bytes_of(v));
+    else
+      add(tag, kLong, 1, bytes_of(static_cast<uint32_t>(v)));
   }
   void add_ascii(uint16_t tag, const std::string& s) {
     std::vector<uint8_t> b(s.begin(), s.end());
@@ -200,15 +203,20 @@ class IfdBuilder {
     std::memcpy(b.data(), &v, sizeof(T));
     return b;
   }
-  static void append(std::vector<uint8_t>& a, const std::vector<uint8_t>& b) { a.insert(a.end(), b.begin(), b.end()); }
+  static void append(std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+  }
   static uint64_t even(uint64_t n) { return n + (n % 2); }
   void add(uint16_t tag, uint16_t type, uint64_t count, std::vector<uint8_t> value) {
     // Entries must be sorted by tag; the callers add them in order.
-    if (!entries_.empty() && entries_.back().tag >= tag) throw Error(fmt::format("TIFF tag {} out of order", tag));
+    if (!entries_.empty() && entries_.back().tag >= tag)
+      throw Error(fmt::format("TIFF tag {} out of order", tag));
     entries_.push_back({tag, type, count, std::move(value)});
   }
   size_t field_size() const { return big_ ? 8 : 4; }
-  uint64_t table_size() const { return (big_ ? 8 : 2) + entries_.size() * (big_ ? 20 : 12) + (big_ ? 8 : 4); }
+  uint64_t table_size() const {
+    return (big_ ? 8 : 2) + entries_.size() * (big_ ? 20 : 12) + (big_ ? 8 : 4);
+  }
 
   bool big_;
   std::vector<Entry> entries_;
@@ -246,7 +254,8 @@ struct UncompressedLayout {
   bool all_ifds = true;  // false: ImageJ's large-stack layout (IFD 0 only)
 };
 
-UncompressedLayout plan_uncompressed(const PageTags& t, int64_t nz, bool big, bool large_stack_layout = false) {
+UncompressedLayout plan_uncompressed(const PageTags& t, int64_t nz, bool big,
+                                     bool large_stack_layout = false) {
   UncompressedLayout l;
   l.big = big;
   l.header = big ? 16 : 8;
@@ -265,10 +274,12 @@ UncompressedLayout plan_uncompressed(const PageTags& t, int64_t nz, bool big, bo
 }
 
 // Whether a classic TIFF can hold this stack uncompressed with an IFD for every plane.
-bool classic_holds_all_ifds(const PageTags& t, int64_t nz) { return plan_uncompressed(t, nz, false).all_ifds; }
+bool classic_holds_all_ifds(const PageTags& t, int64_t nz) {
+  return plan_uncompressed(t, nz, false).all_ifds;
+}
 
-void write_uncompressed(const std::string& path, const std::string& temp, const Volume& v, const PageTags& t,
-                        bool big, bool large_stack_layout, Progress* progress) {
+void write_uncompressed(const std::string& path, const std::string& temp, const Volume& v,
+                        const PageTags& t, bool big, bool large_stack_layout, Progress* progress) {
   const UncompressedLayout l = plan_uncompressed(t, v.nz(), big, large_stack_layout);
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(temp.c_str(), "wb"), &std::fclose);
   if (!fp) throw_input("cannot create output file {}: {}", path, std::strerror(errno));
@@ -300,16 +311,19 @@ void write_uncompressed(const std::string& path, const std::string& temp, const 
   put(ifd.data(), ifd.size(), "IFD 0");
   const auto* base = static_cast<const uint8_t*>(v.raw());
   for (int64_t z = 0; z < v.nz(); ++z) {
-    put(base + uint64_t(z) * l.plane_bytes, l.plane_bytes, fmt::format("plane {} (disk full?)", z).c_str());
+    put(base + uint64_t(z) * l.plane_bytes, l.plane_bytes,
+        fmt::format("plane {} (disk full?)", z).c_str());
     if (progress) progress->update(z + 1);
   }
   if (v.nz() > 1 && l.all_ifds) {
     const uint8_t pad = 0;
-    put(&pad, l.first_ifd_after_data - (l.data_offset + l.plane_bytes * uint64_t(v.nz())), "padding");
+    put(&pad, l.first_ifd_after_data - (l.data_offset + l.plane_bytes * uint64_t(v.nz())),
+        "padding");
     for (int64_t z = 1; z < v.nz(); ++z) {
       const uint64_t at = l.first_ifd_after_data + uint64_t(z - 1) * l.ifd_size;
       const uint64_t next = z + 1 < v.nz() ? at + l.ifd_size : 0;
-      ifd = uncompressed_ifd(t, big, false, l.data_offset + uint64_t(z) * l.plane_bytes).bytes(at, next);
+      ifd = uncompressed_ifd(t, big, false, l.data_offset + uint64_t(z) * l.plane_bytes)
+                .bytes(at, next);
       put(ifd.data(), ifd.size(), "IFDs (disk full?)");
     }
   }
@@ -321,20 +335,23 @@ void write_uncompressed(const std::string& path, const std::string& temp, const 
 
 // ---- compressed files, through libtiff ----------------------------------------------------
 
-void write_compressed(const std::string& path, const std::string& temp, const Volume& v, const PageTags& tags,
-                      WriteOptions::Compression compression, bool big, Progress* progress) {
+void write_compressed(const std::string& path, const std::string& temp, const Volume& v,
+                      const PageTags& tags, WriteOptions::Compression compression, bool big,
+                      Progress* progress) {
   io::TiffFile tf = io::TiffFile::open(temp, big ? "w8" : "w");
-  if (!tf) throw_input("cannot create output file {}: {}", path, tf.error_text(std::strerror(errno)));
+  if (!tf)
+    throw_input("cannot create output file {}: {}", path, tf.error_text(std::strerror(errno)));
   TIFF* t = tf.get();
   const uint32_t w = tags.width, h = tags.height;
   const size_t row_bytes = size_t(w) * (tags.bits / 8);
-  const uint16_t comp = compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_LZW;
+  const uint16_t comp =
+      compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_LZW;
   // Horizontal differencing makes integer microscopy data compress much better, but
   // ImageJ 1.53t undoes it only after LZW, not after deflate (slices open wrong).
   const bool predictor = comp == COMPRESSION_LZW && v.dtype() != DType::F32;
   // Strips of about 1 MiB: small enough to stream, large enough to compress well.
-  const uint32_t rows_per_strip =
-      static_cast<uint32_t>(std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, h));
+  const uint32_t rows_per_strip = static_cast<uint32_t>(
+      std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, h));
   // One strip of scratch: libtiff may encode in place, and the volume is const.
   std::vector<uint8_t> scratch(size_t(rows_per_strip) * row_bytes);
   const auto* base = static_cast<const uint8_t*>(v.raw());
@@ -371,7 +388,8 @@ void write_compressed(const std::string& path, const std::string& temp, const Vo
       if (TIFFWriteEncodedStrip(t, s, scratch.data(), static_cast<tmsize_t>(n)) < 0)
         fail(fmt::format("cannot encode plane {} (disk full?)", z));
     }
-    if (!TIFFWriteDirectory(t)) fail(fmt::format("cannot write the directory of plane {} (disk full?)", z));
+    if (!TIFFWriteDirectory(t))
+      fail(fmt::format("cannot write the directory of plane {} (disk full?)", z));
     if (progress) progress->update(z + 1);
   }
   if (!tf.close_checked()) fail("cannot finish the file (disk full?)");
@@ -385,14 +403,18 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
     throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, v.nx(), v.ny());
   WriteOptions::Flavor flavor = opts.flavor;
   const std::string ext = lowercase_extension(path);
-  if (flavor == WriteOptions::Auto) flavor = (ext == ".ome.tif" || ext == ".ome.tiff") ? WriteOptions::OME : WriteOptions::ImageJ;
+  if (flavor == WriteOptions::Auto)
+    flavor = (ext == ".ome.tif" || ext == ".ome.tiff") ? WriteOptions::OME : WriteOptions::ImageJ;
 
   std::string desc;
   if (flavor == WriteOptions::OME) {
-    if (unit_to_micron(v.unit()) <= 0 && (v.unit() != "pixel" || !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})))
-      log_warn("voxel size {} x {} x {} {} has no OME physical size: {} is written uncalibrated (ImageJ TIFF keeps "
-               "it)",
-               v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), path);
+    if (unit_to_micron(v.unit()) <= 0 &&
+        (v.unit() != "pixel" || !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})))
+      log_warn(
+          "voxel size {} x {} x {} {} has no OME physical size: {} is written uncalibrated (ImageJ "
+          "TIFF keeps "
+          "it)",
+          v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), path);
     desc = io::ome_description(v, fs::path(path).filename().string());
   } else {
     double lo = 0, hi = 0;
@@ -409,35 +431,46 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
   const uint64_t plane_bytes = v.size_bytes() / uint64_t(v.nz());
   if (!big && compressed && v.size_bytes() > bigtiff_threshold_bytes()) {
     big = true;
-    log_info("{} holds {:.1f} GiB: writing a compressed BigTIFF (ImageJ 1.x cannot open BigTIFF; Fiji's Bio-Formats "
-             "and tifffile/napari can; write it uncompressed for ImageJ)",
-             path, gib);
+    log_info(
+        "{} holds {:.1f} GiB: writing a compressed BigTIFF (ImageJ 1.x cannot open BigTIFF; Fiji's "
+        "Bio-Formats "
+        "and tifffile/napari can; write it uncompressed for ImageJ)",
+        path, gib);
   } else if (!big && !compressed && plane_bytes > bigtiff_threshold_bytes()) {
     big = true;
-    log_info("{}: one plane holds {:.1f} GiB, more than a classic TIFF can: writing BigTIFF (ImageJ 1.x cannot open "
-             "it)",
-             path, double(plane_bytes) / double(1ull << 30));
+    log_info(
+        "{}: one plane holds {:.1f} GiB, more than a classic TIFF can: writing BigTIFF (ImageJ 1.x "
+        "cannot open "
+        "it)",
+        path, double(plane_bytes) / double(1ull << 30));
   } else if (!big && !compressed && !classic_holds_all_ifds(tags, v.nz())) {
     if (flavor == WriteOptions::OME) {
       // OME readers (Bio-Formats, tifffile) need an IFD for every plane.
       big = true;
-      log_info("{} holds {:.1f} GiB: writing BigTIFF, as OME-TIFF needs a directory per plane (ImageJ 1.x cannot "
-               "open BigTIFF; Bio-Formats and tifffile/napari can)",
-               path, gib);
+      log_info(
+          "{} holds {:.1f} GiB: writing BigTIFF, as OME-TIFF needs a directory per plane (ImageJ "
+          "1.x cannot "
+          "open BigTIFF; Bio-Formats and tifffile/napari can)",
+          path, gib);
     } else {
-      log_info("{} holds {:.1f} GiB: writing ImageJ's large-stack layout (one directory, images={}, planes back to "
-               "back; ImageJ, Fiji and tifffile/napari read it)",
-               path, gib, v.nz());
+      log_info(
+          "{} holds {:.1f} GiB: writing ImageJ's large-stack layout (one directory, images={}, "
+          "planes back to "
+          "back; ImageJ, Fiji and tifffile/napari read it)",
+          path, gib, v.nz());
     }
   }
   if (opts.force_bigtiff && flavor == WriteOptions::ImageJ)
-    log_info("{}: BigTIFF as asked; note that ImageJ 1.x cannot open BigTIFF (Fiji's Bio-Formats and tifffile can)",
-             path);
+    log_info(
+        "{}: BigTIFF as asked; note that ImageJ 1.x cannot open BigTIFF (Fiji's Bio-Formats and "
+        "tifffile can)",
+        path);
 
   AtomicOutput out(path);
   std::unique_ptr<Progress> progress;
   if (v.size_bytes() > (size_t(256) << 20))
-    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(), "planes");
+    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(),
+                                          "planes");
   if (compressed)
     write_compressed(path, out.temp_path(), v, tags, opts.compression, big, progress.get());
   else

@@ -45,9 +45,11 @@ std::string first_line(std::string s) {
 }  // namespace
 
 std::string imagej_missing() {
-  if (!fs::exists(kImageJJar)) return std::string(kImageJJar) + " is missing (Debian package imagej)";
+  if (!fs::exists(kImageJJar))
+    return std::string(kImageJJar) + " is missing (Debian package imagej)";
   if (!on_path("java")) return "java is not installed (needed by ImageJ)";
-  if (!on_path("xvfb-run")) return "xvfb-run is missing (Debian package xvfb; ImageJ 1.x needs a display)";
+  if (!on_path("xvfb-run"))
+    return "xvfb-run is missing (Debian package xvfb; ImageJ 1.x needs a display)";
   if (!on_path("xauth")) return "xauth is missing (needed by xvfb-run)";
   return "";
 }
@@ -60,12 +62,15 @@ std::string tifffile_missing() {
 }
 
 CliResult run_imagej_macro(const std::string& macro_path, int timeout_s, const std::string& arg) {
-  return run_shell("timeout -k 10 " + std::to_string(timeout_s) + " xvfb-run -a java -jar " + quote(kImageJJar) +
-                   " -batch " + quote(macro_path) + (arg.empty() ? "" : " " + quote(arg)));
+  return run_shell("timeout -k 10 " + std::to_string(timeout_s) + " xvfb-run -a java -jar " +
+                   quote(kImageJJar) + " -batch " + quote(macro_path) +
+                   (arg.empty() ? "" : " " + quote(arg)));
 }
 
-CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args, int timeout_s) {
-  std::string cmd = "timeout -k 10 " + std::to_string(timeout_s) + " " + kPython + " " + quote(script_path);
+CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args,
+                              int timeout_s) {
+  std::string cmd =
+      "timeout -k 10 " + std::to_string(timeout_s) + " " + kPython + " " + quote(script_path);
   for (const auto& a : args) cmd += " " + quote(a);
   return run_shell(cmd);
 }
@@ -80,7 +85,8 @@ std::string imagej_version() {
 }
 
 std::string tifffile_version() {
-  const CliResult r = run_shell(std::string(kPython) + " -c 'import tifffile; print(tifffile.__version__)'");
+  const CliResult r =
+      run_shell(std::string(kPython) + " -c 'import tifffile; print(tifffile.__version__)'");
   return r.exit_code == 0 ? first_line(r.out) : "unknown";
 }
 

@@ -21,20 +21,22 @@ std::string tifffile_version();
 // Runs `macro_path` in ImageJ (`java -jar ij.jar -batch`) under `xvfb-run -a`. A JVM that
 // hangs is killed after `timeout_s` seconds (exit code 124 or 137), so it fails the test
 // instead of hanging the suite. `arg` is the macro's getArgument().
-CliResult run_imagej_macro(const std::string& macro_path, int timeout_s, const std::string& arg = "");
+CliResult run_imagej_macro(const std::string& macro_path, int timeout_s,
+                           const std::string& arg = "");
 // Runs a Python script with the interpreter that has tifffile (/usr/bin/python3), with a
 // timeout as above.
-CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args, int timeout_s);
+CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args,
+                              int timeout_s);
 
 }  // namespace isoprompt::test
 
 // Skips the current test when a client is missing, printing the SKIPPED line the
 // project's conventions ask for.
-#define ISO_REQUIRE_CLIENT(missing_reason)                              \
-  do {                                                                  \
-    const std::string iso_reason_ = (missing_reason);                   \
-    if (!iso_reason_.empty()) {                                         \
-      std::printf("SKIPPED: %s\n", iso_reason_.c_str());                \
-      GTEST_SKIP() << iso_reason_;                                      \
-    }                                                                   \
+#define ISO_REQUIRE_CLIENT(missing_reason)               \
+  do {                                                   \
+    const std::string iso_reason_ = (missing_reason);    \
+    if (!iso_reason_.empty()) {                          \
+      std::printf("SKIPPED: %s\n", iso_reason_.c_str()); \
+      GTEST_SKIP() << iso_reason_;                       \
+    }                                                    \
   } while (0)

@@ -23,9 +23,15 @@ inline Volume interop_volume(DType t, Shape3 s, bool calibrated) {
   for (int64_t i = 0; i < v.numel(); ++i) {
     const uint32_t h = static_cast<uint32_t>(i + 1) * 2654435761u;
     switch (t) {
-      case DType::U8: static_cast<uint8_t*>(v.raw())[i] = static_cast<uint8_t>(h >> 24); break;
-      case DType::U16: static_cast<uint16_t*>(v.raw())[i] = static_cast<uint16_t>(h >> 16); break;
-      case DType::F32: static_cast<float*>(v.raw())[i] = (float(h >> 16) - 32768.0f) / 8.0f; break;
+      case DType::U8:
+        static_cast<uint8_t*>(v.raw())[i] = static_cast<uint8_t>(h >> 24);
+        break;
+      case DType::U16:
+        static_cast<uint16_t*>(v.raw())[i] = static_cast<uint16_t>(h >> 16);
+        break;
+      case DType::F32:
+        static_cast<float*>(v.raw())[i] = (float(h >> 16) - 32768.0f) / 8.0f;
+        break;
     }
   }
   return v;
@@ -47,16 +53,20 @@ inline void write_raw_bytes(const std::string& path, const Volume& v) {
   out.write(static_cast<const char*>(v.raw()), static_cast<std::streamsize>(v.size_bytes()));
 }
 
-inline const char* numpy_dtype(DType t) { return t == DType::U8 ? "uint8" : t == DType::U16 ? "uint16" : "float32"; }
+inline const char* numpy_dtype(DType t) {
+  return t == DType::U8 ? "uint8" : t == DType::U16 ? "uint16" : "float32";
+}
 
 // The manifest line tifffile_check.py reads.
-inline std::string manifest_line(const Variant& v, const std::string& layout, const std::string& planes = "all") {
+inline std::string manifest_line(const Variant& v, const std::string& layout,
+                                 const std::string& planes = "all") {
   char buf[1024];
-  std::snprintf(buf, sizeof buf, "%s\t%s\t%s\t%lld\t%lld\t%lld\t%s\t%d\t%.17g\t%.17g\t%.17g\t%s\t%s\t%s\n",
-                v.path.c_str(), v.raw.c_str(), numpy_dtype(v.dtype), static_cast<long long>(v.shape.z),
-                static_cast<long long>(v.shape.y), static_cast<long long>(v.shape.x), v.ome() ? "ome" : "imagej",
-                v.calibrated ? 1 : 0, v.voxel.z, v.voxel.y, v.voxel.x, v.opts.force_bigtiff ? "bigtiff" : "classic",
-                layout.c_str(), planes.c_str());
+  std::snprintf(
+      buf, sizeof buf, "%s\t%s\t%s\t%lld\t%lld\t%lld\t%s\t%d\t%.17g\t%.17g\t%.17g\t%s\t%s\t%s\n",
+      v.path.c_str(), v.raw.c_str(), numpy_dtype(v.dtype), static_cast<long long>(v.shape.z),
+      static_cast<long long>(v.shape.y), static_cast<long long>(v.shape.x),
+      v.ome() ? "ome" : "imagej", v.calibrated ? 1 : 0, v.voxel.z, v.voxel.y, v.voxel.x,
+      v.opts.force_bigtiff ? "bigtiff" : "classic", layout.c_str(), planes.c_str());
   return buf;
 }
 

@@ -3,6 +3,7 @@
 // and OME flavour, no/deflate/LZW compression, classic TIFF, ImageJ's large-stack layout
 // and BigTIFF, uint8/uint16/float32, 1, 2, 3, 5 and many planes, tiny and normal planes.
 // One JVM (or Python) start checks all files: starting ImageJ under Xvfb costs seconds.
+#include <fmt/format.h>
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -10,8 +11,6 @@
 #include <fstream>
 #include <map>
 #include <sstream>
-
-#include <fmt/format.h>
 
 #include "clients.h"
 #include "interop_common.h"
@@ -38,10 +37,11 @@ std::vector<Variant> write_variants(const TempDir& dir, bool with_bigtiff) {
     v.shape = shape;
     v.opts = wo;
     v.calibrated = calibrated;
-    const std::string stem = fmt::format("v{:03d}_{}_{}_{}_{}x{}x{}{}{}{}", n++, dtype_name(dtype),
-                                         wo.flavor == WriteOptions::OME ? "ome" : "ij", comp_name(wo.compression),
-                                         shape.z, shape.y, shape.x, wo.force_bigtiff ? "_big" : "",
-                                         wo.large_stack_layout ? "_large" : "", calibrated ? "" : "_uncal");
+    const std::string stem =
+        fmt::format("v{:03d}_{}_{}_{}_{}x{}x{}{}{}{}", n++, dtype_name(dtype),
+                    wo.flavor == WriteOptions::OME ? "ome" : "ij", comp_name(wo.compression),
+                    shape.z, shape.y, shape.x, wo.force_bigtiff ? "_big" : "",
+                    wo.large_stack_layout ? "_large" : "", calibrated ? "" : "_uncal");
     v.path = dir.file(stem + (wo.flavor == WriteOptions::OME ? ".ome.tif" : ".tif"));
     v.raw = dir.file(stem + ".raw");
     const Volume vol = interop_volume(dtype, shape, calibrated);
@@ -112,7 +112,9 @@ function check(path, k) {
 }
 )";
 
-int value_scale(DType t) { return t == DType::F32 ? 8 : 1; }
+int value_scale(DType t) {
+  return t == DType::F32 ? 8 : 1;
+}
 
 // The SLICE lines ImageJ must print for `v`.
 std::vector<std::string> expected_slices(const Volume& v) {
@@ -140,9 +142,12 @@ std::map<std::string, std::vector<std::string>> blocks_by_file(const std::string
   std::istringstream in(out);
   std::string line, current;
   while (std::getline(in, line)) {
-    if (line == "DONE") current.clear();
-    else if (line.rfind("FILE ", 0) == 0) current = line.substr(5);
-    else if (!current.empty()) m[current].push_back(line);
+    if (line == "DONE")
+      current.clear();
+    else if (line.rfind("FILE ", 0) == 0)
+      current = line.substr(5);
+    else if (!current.empty())
+      m[current].push_back(line);
   }
   return m;
 }
@@ -171,13 +176,15 @@ TEST(ImageJOpens, EveryClassicWriterPathExactly) {
   TempDir dir;
   const std::vector<Variant> variants = write_variants(dir, /*with_bigtiff=*/false);
   std::string macro = kMacroFunctions;
-  for (const Variant& v : variants) macro += fmt::format("check(\"{}\", {});\n", v.path, value_scale(v.dtype));
+  for (const Variant& v : variants)
+    macro += fmt::format("check(\"{}\", {});\n", v.path, value_scale(v.dtype));
   macro += "print(\"DONE\");\n";
   std::ofstream(dir.file("check.ijm")) << macro;
   const CliResult r = run_imagej_macro(dir.file("check.ijm"), 600);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
   ASSERT_NE(r.out.find("\nDONE"), std::string::npos)
-      << "ImageJ stopped early:\n" << r.out.substr(r.out.size() > 3000 ? r.out.size() - 3000 : 0) << r.err;
+      << "ImageJ stopped early:\n"
+      << r.out.substr(r.out.size() > 3000 ? r.out.size() - 3000 : 0) << r.err;
   const auto blocks = blocks_by_file(r.out);
   int checked = 0;
   for (const Variant& v : variants) {
@@ -188,7 +195,8 @@ TEST(ImageJOpens, EveryClassicWriterPathExactly) {
     const Volume vol = interop_volume(v.dtype, v.shape, v.calibrated);
     const std::vector<std::string> slices = expected_slices(vol);
     ASSERT_EQ(got.size(), 2 + slices.size()) << fmt::format("{}", fmt::join(got, "\n"));
-    EXPECT_EQ(got[0], fmt::format("DIM {} {} 1 {} 1 {}", v.shape.x, v.shape.y, v.shape.z, dtype_size(v.dtype) * 8));
+    EXPECT_EQ(got[0], fmt::format("DIM {} {} 1 {} 1 {}", v.shape.x, v.shape.y, v.shape.z,
+                                  dtype_size(v.dtype) * 8));
     const Cal cal = parse_cal(got[1]);
     if (!v.calibrated) {
       EXPECT_EQ(cal.unit, "pixels") << got[1];
@@ -209,7 +217,8 @@ TEST(ImageJOpens, EveryClassicWriterPathExactly) {
       EXPECT_NEAR(cal.ph, v.voxel.y, rel * v.voxel.y) << got[1];
       EXPECT_NEAR(cal.pd, v.voxel.z, 2e-9 * v.voxel.z) << got[1];
     }
-    for (size_t s = 0; s < slices.size(); ++s) EXPECT_EQ(got[2 + s], slices[s]) << "slice " << s + 1;
+    for (size_t s = 0; s < slices.size(); ++s)
+      EXPECT_EQ(got[2 + s], slices[s]) << "slice " << s + 1;
     ++checked;
   }
   std::printf("ImageJ %s opened %d isoprompt outputs exactly\n", imagej_version().c_str(), checked);
@@ -224,16 +233,20 @@ TEST(TifffileReads, EveryWriterPathExactly) {
   const std::vector<Variant> variants = write_variants(dir, /*with_bigtiff=*/true);
   std::string manifest;
   for (const Variant& v : variants) {
-    const bool large = v.opts.large_stack_layout && !v.ome() && v.opts.compression == WriteOptions::None;
+    const bool large =
+        v.opts.large_stack_layout && !v.ome() && v.opts.compression == WriteOptions::None;
     manifest += manifest_line(v, large ? "large" : "ifds");
   }
   std::ofstream(dir.file("manifest.tsv")) << manifest;
-  const CliResult r = run_tifffile_script(std::string(ISO_SOURCE_DIR) + "/tests/interop/tifffile_check.py",
-                                          {dir.file("manifest.tsv")}, 300);
+  const CliResult r =
+      run_tifffile_script(std::string(ISO_SOURCE_DIR) + "/tests/interop/tifffile_check.py",
+                          {dir.file("manifest.tsv")}, 300);
   ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
-  EXPECT_NE(r.out.find(fmt::format("checked {} files, 0 failures", variants.size())), std::string::npos)
+  EXPECT_NE(r.out.find(fmt::format("checked {} files, 0 failures", variants.size())),
+            std::string::npos)
       << r.out << r.err;
-  std::printf("tifffile %s read %zu isoprompt outputs exactly\n", tifffile_version().c_str(), variants.size());
+  std::printf("tifffile %s read %zu isoprompt outputs exactly\n", tifffile_version().c_str(),
+              variants.size());
 }
 
 // ---- the other direction: files ImageJ saves ----------------------------------------------
@@ -320,8 +333,9 @@ std::map<std::string, ImageJCal> imagej_cals(const std::string& out) {
 // Reads `path` and checks it against the macro's formula, and its voxel size against
 // ImageJ's own reading of the file (to 1e-6: both round the float resolution rationals)
 // and, for z (a decimal in the description), against `z_step` exactly.
-void expect_imagej_stack(const std::string& path, int bits, Shape3 s, const ImageJCal& ij, double z_step,
-                         int64_t c = 1, int64_t t = 1, int64_t nc = 1, int64_t nt = 1) {
+void expect_imagej_stack(const std::string& path, int bits, Shape3 s, const ImageJCal& ij,
+                         double z_step, int64_t c = 1, int64_t t = 1, int64_t nc = 1,
+                         int64_t nt = 1) {
   SCOPED_TRACE(path);
   ReadOptions ro;
   ro.allow_2d = true;
@@ -346,7 +360,9 @@ void expect_imagej_stack(const std::string& path, int bits, Shape3 s, const Imag
     for (int64_t y = 0; y < s.y; ++y)
       for (int64_t x = 0; x < s.x; ++x) {
         const double want = imagej_value(bits, x, y, z + 1, c, t);
-        const double got = bits == 8 ? v.at<uint8_t>(z, y, x) : bits == 16 ? v.at<uint16_t>(z, y, x) : v.at<float>(z, y, x);
+        const double got = bits == 8    ? v.at<uint8_t>(z, y, x)
+                           : bits == 16 ? v.at<uint16_t>(z, y, x)
+                                        : v.at<float>(z, y, x);
         bad += got != want;
       }
   EXPECT_EQ(bad, 0) << "voxels differ from what ImageJ wrote";
@@ -408,9 +424,11 @@ print('SAVED')
   EXPECT_EQ(zyx.unit(), "micron");
   const CliResult info = run_cli({"info", dir.file("noaxes.tif")});
   EXPECT_EQ(info.exit_code, 2);
-  EXPECT_NE(info.err.find("has 5 channels and one z plane, which is how tifffile.imwrite(file, array, imagej=True) "
-                          "saves a 3D array without axes: if they are z planes, save it with "
-                          "metadata={'axes': 'ZYX'}"),
-            std::string::npos)
+  EXPECT_NE(
+      info.err.find(
+          "has 5 channels and one z plane, which is how tifffile.imwrite(file, array, imagej=True) "
+          "saves a 3D array without axes: if they are z planes, save it with "
+          "metadata={'axes': 'ZYX'}"),
+      std::string::npos)
       << info.err;
 }
