@@ -9,6 +9,9 @@ packages=(
   libtiff-dev libpng-dev zlib1g-dev libpugixml-dev nlohmann-json3-dev
   libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  # Test-only: the real clients that judge the files isoprompt writes (ImageJ 1.x needs
+  # an X display even in batch mode, hence Xvfb; tifffile is napari's TIFF reader).
+  imagej xvfb xauth python3-tifffile
 )
 
 missing=()

@@ -15,7 +15,12 @@
 // as voxel size 1,1,1 with unit "pixel".
 //
 // Writing goes through a temporary file renamed into place (AtomicOutput), one plane at
-// a time, and switches to BigTIFF when the data would not fit in a classic TIFF.
+// a time. Uncompressed files are laid out as ImageJ writes them (IFD 0, all planes back to
+// back, then the other IFDs), because ImageJ and tifffile read an ImageJ stack as
+// contiguous planes; past 4 GiB they get ImageJ's large-stack layout (a classic TIFF
+// whose IFD 0 and images=N describe the whole stack), not BigTIFF, which ImageJ 1.x
+// cannot open. BigTIFF is used on request, for compressed data over 4 GiB, and for
+// OME-TIFF over 4 GiB (OME readers need an IFD per plane).
 //
 // Every problem with the file (missing, not a TIFF, truncated, implausible header,
 // unsupported sample format, ...) throws InputError with one line naming the file.
@@ -57,6 +62,10 @@ struct WriteOptions {
   enum Flavor { Auto, ImageJ, OME } flavor = Auto;  // Auto: OME for *.ome.tif(f), else ImageJ
   enum Compression { None, Deflate, LZW } compression = None;
   bool force_bigtiff = false;  // BigTIFF even when the data are small
+  // ImageJ's large-stack layout (IFD 0 only; images=N planes back to back) even when the
+  // stack is small; past 4 GiB an uncompressed ImageJ TIFF gets it by itself. Uncompressed
+  // classic ImageJ TIFF only (otherwise ignored).
+  bool large_stack_layout = false;
 };
 
 // Writes atomically (temp file + rename): on failure the output path is untouched.

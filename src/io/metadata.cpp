@@ -337,6 +337,11 @@ std::string imagej_description(const Volume& v, double min_value, double max_val
     d += fmt::format("spacing={}\n", exact_number(scale_to_micron(v.voxel_size().z, f)));
     d += fmt::format("xspacing={}\nyspacing={}\n", exact_number(scale_to_micron(v.voxel_size().x, f)),
                      exact_number(scale_to_micron(v.voxel_size().y, f)));
+  } else if (v.unit() == "pixel" && !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})) {
+    // A voxel size in pixels (simulate on an uncalibrated stack: z step K): no physical
+    // unit, but the anisotropy is known and must survive (`--factor auto` reads it).
+    d += fmt::format("unit=pixel\nspacing={}\nxspacing={}\nyspacing={}\n", exact_number(v.voxel_size().z),
+                     exact_number(v.voxel_size().x), exact_number(v.voxel_size().y));
   }
   if (v.nz() > 1) d += "loop=false\n";
   if (v.dtype() == DType::F32 && std::isfinite(min_value) && std::isfinite(max_value))

@@ -225,7 +225,11 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
     if (res_unit == RESUNIT_INCH && xres != 72.0f) u = "inch";
   }
   file_unit = u;
-  if (u.empty() || u == "pixel" || u == "pixels") return false;
+  // unit=pixel with a z spacing other than 1 (isoprompt simulate on an uncalibrated stack
+  // writes it): not physical, but the anisotropy is known.
+  const bool pixel_spacing = (u == "pixel" || u == "pixels") && ij->has_spacing && ij->spacing != 1.0;
+  if (pixel_spacing) u = "pixel";
+  if ((u.empty() || u == "pixel" || u == "pixels") && !pixel_spacing) return false;
   // X/YResolution (pixels per unit) are floats inside libtiff: 1/res carries float noise,
   // which 7 significant digits remove. The exact values we write ourselves are preferred.
   auto lateral = [&](ttag_t tag, const char* key) {
@@ -249,7 +253,7 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
     vs = VoxelSize{scale_to_micron(vs.z, f), scale_to_micron(vs.y, f), scale_to_micron(vs.x, f)};
     unit = "micron";
   } else {
-    log_warn("unknown length unit '{}' in {}: voxel size kept in that unit", u, path);
+    if (!pixel_spacing) log_warn("unknown length unit '{}' in {}: voxel size kept in that unit", u, path);
     unit = u;
   }
   return true;
@@ -447,6 +451,14 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
     throw_input("{} holds {} time points of a single plane, not a z stack; if its frames are really z planes, swap "
                 "them in Fiji (Image > Hyperstacks > Re-order Hyperstacks) and save again",
                 path, lay.nt);
+  if (ij && opts.channel < 0 && lay.nc > 1 && lay.nz == 1 && lay.nt == 1 && ij->kv.count("ImageJ") &&
+      ij->kv.at("ImageJ") == "1.11a" && !ij->kv.count("slices"))
+    // tifffile's signature: imwrite(f, zyx_array, imagej=True) without axes says channels=N.
+    throw_input("{} has {} channels and one z plane, which is how tifffile.imwrite(file, array, imagej=True) saves a "
+                "3D array without axes: if they are z planes, save it with metadata={{'axes': 'ZYX'}} (or in Fiji: "
+                "Image > Hyperstacks > Re-order Hyperstacks, channels to slices); if they are channels, choose one "
+                "with --channel (0..{})",
+                path, lay.nc, lay.nc - 1);
   const int c = select_index(opts.channel, lay.nc, "channel", "--channel", path);
   const int tp = select_index(opts.time, lay.nt, "time point", "--time", path);
   info.channel = c;

@@ -57,56 +57,305 @@ void finite_range(const Volume& v, double& lo, double& hi) {
   hi = mx;
 }
 
-}  // namespace
+// The best approximation p/q of x > 0 with p and q below 2^32 (continued fractions): a
+// pixel size of 0.0338542 becomes 169271/5000000, which readers turn back into the same
+// double. Saturates for values outside what a TIFF rational can hold.
+std::pair<uint32_t, uint32_t> best_rational(double x) {
+  const double lim = 4294967295.0;
+  double p0 = 0, q0 = 1, p1 = 1, q1 = 0, r = x;
+  for (int i = 0; i < 64; ++i) {
+    const double a = std::floor(r);
+    const double p2 = a * p1 + p0, q2 = a * q1 + q0;
+    if (p2 > lim || q2 > lim) break;
+    p0 = p1, q0 = q1, p1 = p2, q1 = q2;
+    if (p1 / q1 == x || r - a <= 0) break;
+    r = 1.0 / (r - a);
+  }
+  if (q1 == 0) return {0xFFFFFFFFu, 1u};
+  if (p1 == 0) return {1u, 0xFFFFFFFFu};
+  return {static_cast<uint32_t>(p1), static_cast<uint32_t>(q1)};
+}
 
-void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
-  if (v.empty()) throw_input("cannot write an empty volume to {}", path);
-  if (v.nx() > 0xFFFFFFFFLL || v.ny() > 0xFFFFFFFFLL)
-    throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, v.nx(), v.ny());
-  WriteOptions::Flavor flavor = opts.flavor;
-  const std::string ext = lowercase_extension(path);
-  if (flavor == WriteOptions::Auto) flavor = (ext == ".ome.tif" || ext == ".ome.tiff") ? WriteOptions::OME : WriteOptions::ImageJ;
-  const bool bigtiff = opts.force_bigtiff || v.size_bytes() > bigtiff_threshold_bytes();
-  if (bigtiff && !opts.force_bigtiff)
-    log_info("{} holds {:.1f} GiB: writing BigTIFF", path, double(v.size_bytes()) / double(1ull << 30));
+// What every page of the output carries, whichever writer lays the file out.
+struct PageTags {
+  uint32_t width = 0, height = 0;
+  uint16_t bits = 8, sample_format = SAMPLEFORMAT_UINT;
+  bool calibrated = false;
+  uint16_t res_unit = RESUNIT_NONE;
+  std::pair<uint32_t, uint32_t> xres{1, 1}, yres{1, 1};  // pixels per unit, as num/den
+  std::string description, software;                     // page 0 only
+};
 
-  std::string desc;
-  if (flavor == WriteOptions::OME) {
-    if (unit_to_micron(v.unit()) <= 0 && v.unit() != "pixel")
-      log_warn("unit '{}' has no OME equivalent: {} is written without physical sizes", v.unit(), path);
-    desc = io::ome_description(v, fs::path(path).filename().string());
-  } else {
-    double lo = 0, hi = 0;
-    if (v.dtype() == DType::F32) finite_range<float>(v, lo, hi);
-    desc = io::imagej_description(v, lo, hi);
+PageTags page_tags(const Volume& v, WriteOptions::Flavor flavor, std::string description) {
+  PageTags t;
+  t.width = static_cast<uint32_t>(v.nx());
+  t.height = static_cast<uint32_t>(v.ny());
+  t.bits = static_cast<uint16_t>(dtype_size(v.dtype()) * 8);
+  t.sample_format = v.dtype() == DType::F32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT;
+  const double f = unit_to_micron(v.unit());
+  // A voxel size in pixels is written too (as ImageJ's unit=pixel), when it is not 1,1,1.
+  const bool pixel_spacing = v.unit() == "pixel" && !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0});
+  t.calibrated = f > 0 || (v.unit() != "pixel" && !v.unit().empty()) ||
+                 (pixel_spacing && flavor == WriteOptions::ImageJ);
+  if (t.calibrated) {
+    double px = v.voxel_size().x, py = v.voxel_size().y;
+    if (flavor == WriteOptions::OME && f > 0) {
+      // OME readers take the scale from the OME-XML; plain TIFF readers (ImageJ without
+      // Bio-Formats) only from these tags, so they carry it in the one length unit TIFF
+      // has: pixels per centimetre.
+      px = scale_to_micron(px, f * 1e-4);
+      py = scale_to_micron(py, f * 1e-4);
+      t.res_unit = RESUNIT_CENTIMETER;
+    } else {
+      // ImageJ convention: pixels per unit (micrometres when known), unit "none"; ImageJ
+      // takes the unit from the description, and tifffile/napari follow it.
+      if (f > 0) px = scale_to_micron(px, f), py = scale_to_micron(py, f);
+      t.res_unit = RESUNIT_NONE;
+    }
+    // Resolution = 1 / pixel size: the rational of the pixel size, inverted.
+    const auto rx = best_rational(px), ry = best_rational(py);
+    t.xres = {rx.second, rx.first};
+    t.yres = {ry.second, ry.first};
+  }
+  t.description = std::move(description);
+  t.software = std::string("isoprompt ") + ISOPROMPT_VERSION;
+  return t;
+}
+
+// ---- uncompressed files, laid out by hand ------------------------------------------------
+//
+// ImageJ and tifffile read an uncompressed ImageJ stack (description images=N) as N planes
+// back to back from plane 0's offset and ignore the other IFDs, so the planes must be
+// contiguous. libtiff writes each IFD after its plane, hence this writer, which lays the
+// file out as ImageJ's TiffEncoder does: header, IFD 0 with the description, all planes,
+// then the IFDs of planes 1..N-1. When those IFDs would end past 4 GiB in a classic TIFF,
+// they are left out (ImageJ's large-stack layout: IFD 0 and images=N describe the whole
+// stack; ImageJ, Fiji and tifffile read it). Values are in the machine's byte order.
+
+enum : uint16_t { kAscii = 2, kShort = 3, kLong = 4, kRational = 5, kLong8 = 16 };
+
+class IfdBuilder {
+ public:
+  explicit IfdBuilder(bool big) : big_(big) {}
+
+  void add_short(uint16_t tag, uint16_t v) { add(tag, kShort, 1, bytes_of(v)); }
+  void add_long(uint16_t tag, uint32_t v) { add(tag, kLong, 1, bytes_of(v)); }
+  // A file offset or byte count: LONG in classic TIFF, LONG8 in BigTIFF.
+  void add_offset(uint16_t tag, uint64_t v) {
+    if (big_)
+      add(tag, kLong8, 1, bytes_of(v));
+    else
+      add(tag, kLong, 1, bytes_of(static_cast<uint32_t>(v)));
+  }
+  void add_ascii(uint16_t tag, const std::string& s) {
+    std::vector<uint8_t> b(s.begin(), s.end());
+    b.push_back(0);
+    const uint64_t count = b.size();  // before the move below
+    add(tag, kAscii, count, std::move(b));
+  }
+  void add_rational(uint16_t tag, std::pair<uint32_t, uint32_t> r) {
+    std::vector<uint8_t> b = bytes_of(r.first), d = bytes_of(r.second);
+    b.insert(b.end(), d.begin(), d.end());
+    add(tag, kRational, 1, std::move(b));
   }
 
-  AtomicOutput out(path);
-  io::TiffFile tf = io::TiffFile::open(out.temp_path(), bigtiff ? "w8" : "w");
-  if (!tf) throw_input("cannot create output file {}: {}", path, tf.error_text(std::strerror(errno)));
-  TIFF* t = tf.get();
+  // Bytes of the IFD and the values that do not fit in its entries (which follow it).
+  uint64_t size() const {
+    uint64_t n = table_size();
+    for (const Entry& e : entries_)
+      if (e.value.size() > field_size()) n += even(e.value.size());
+    return n;
+  }
+  // The IFD as it sits at file offset `at`, pointing at the next IFD `next` (0: last).
+  std::vector<uint8_t> bytes(uint64_t at, uint64_t next) const {
+    std::vector<uint8_t> out, extra;
+    append(out, big_ ? bytes_of(uint64_t(entries_.size())) : bytes_of(uint16_t(entries_.size())));
+    const uint64_t extra_at = at + table_size();
+    for (const Entry& e : entries_) {
+      append(out, bytes_of(e.tag));
+      append(out, bytes_of(e.type));
+      append(out, big_ ? bytes_of(e.count) : bytes_of(static_cast<uint32_t>(e.count)));
+      std::vector<uint8_t> field(field_size(), 0);
+      if (e.value.size() <= field_size()) {
+        std::copy(e.value.begin(), e.value.end(), field.begin());  // left-justified
+      } else {
+        const uint64_t off = extra_at + extra.size();
+        field = big_ ? bytes_of(off) : bytes_of(static_cast<uint32_t>(off));
+        append(extra, e.value);
+        if (extra.size() % 2) extra.push_back(0);  // values start on a word boundary
+      }
+      append(out, field);
+    }
+    append(out, big_ ? bytes_of(next) : bytes_of(static_cast<uint32_t>(next)));
+    append(out, extra);
+    return out;
+  }
 
-  const uint32_t w = static_cast<uint32_t>(v.nx()), h = static_cast<uint32_t>(v.ny());
-  const size_t bps = dtype_size(v.dtype());
-  const size_t row_bytes = size_t(w) * bps;
-  const uint16_t comp = opts.compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE
-                        : opts.compression == WriteOptions::LZW  ? COMPRESSION_LZW
-                                                                 : COMPRESSION_NONE;
-  // Horizontal differencing makes integer microscopy data compress much better.
-  const bool predictor = comp != COMPRESSION_NONE && v.dtype() != DType::F32;
+ private:
+  struct Entry {
+    uint16_t tag, type;
+    uint64_t count;
+    std::vector<uint8_t> value;
+  };
+  template <typename T>
+  static std::vector<uint8_t> bytes_of(T v) {
+    std::vector<uint8_t> b(sizeof(T));
+    std::memcpy(b.data(), &v, sizeof(T));
+    return b;
+  }
+  static void append(std::vector<uint8_t>& a, const std::vector<uint8_t>& b) {
+    a.insert(a.end(), b.begin(), b.end());
+  }
+  static uint64_t even(uint64_t n) { return n + (n % 2); }
+  void add(uint16_t tag, uint16_t type, uint64_t count, std::vector<uint8_t> value) {
+    // Entries must be sorted by tag; the callers add them in order.
+    if (!entries_.empty() && entries_.back().tag >= tag)
+      throw Error(fmt::format("TIFF tag {} out of order", tag));
+    entries_.push_back({tag, type, count, std::move(value)});
+  }
+  size_t field_size() const { return big_ ? 8 : 4; }
+  uint64_t table_size() const {
+    return (big_ ? 8 : 2) + entries_.size() * (big_ ? 20 : 12) + (big_ ? 8 : 4);
+  }
+
+  bool big_;
+  std::vector<Entry> entries_;
+};
+
+IfdBuilder uncompressed_ifd(const PageTags& t, bool big, bool first, uint64_t data_offset) {
+  const uint64_t plane_bytes = uint64_t(t.width) * t.height * (t.bits / 8);
+  IfdBuilder b(big);
+  b.add_long(TIFFTAG_SUBFILETYPE, 0);
+  b.add_long(TIFFTAG_IMAGEWIDTH, t.width);
+  b.add_long(TIFFTAG_IMAGELENGTH, t.height);
+  b.add_short(TIFFTAG_BITSPERSAMPLE, t.bits);
+  b.add_short(TIFFTAG_COMPRESSION, COMPRESSION_NONE);
+  b.add_short(TIFFTAG_PHOTOMETRIC, PHOTOMETRIC_MINISBLACK);
+  if (first) b.add_ascii(TIFFTAG_IMAGEDESCRIPTION, t.description);
+  b.add_offset(TIFFTAG_STRIPOFFSETS, data_offset);
+  b.add_short(TIFFTAG_SAMPLESPERPIXEL, 1);
+  b.add_long(TIFFTAG_ROWSPERSTRIP, t.height);  // one strip per plane, as ImageJ writes
+  b.add_offset(TIFFTAG_STRIPBYTECOUNTS, plane_bytes);
+  if (t.calibrated) {
+    b.add_rational(TIFFTAG_XRESOLUTION, t.xres);
+    b.add_rational(TIFFTAG_YRESOLUTION, t.yres);
+  }
+  b.add_short(TIFFTAG_PLANARCONFIG, PLANARCONFIG_CONTIG);
+  if (t.calibrated) b.add_short(TIFFTAG_RESOLUTIONUNIT, t.res_unit);
+  if (first) b.add_ascii(TIFFTAG_SOFTWARE, t.software);
+  b.add_short(TIFFTAG_SAMPLEFORMAT, t.sample_format);
+  return b;
+}
+
+// Where everything goes in an uncompressed file.
+struct UncompressedLayout {
+  bool big = false;
+  uint64_t header = 8, data_offset = 0, plane_bytes = 0, first_ifd_after_data = 0, ifd_size = 0;
+  bool all_ifds = true;  // false: ImageJ's large-stack layout (IFD 0 only)
+};
+
+UncompressedLayout plan_uncompressed(const PageTags& t, int64_t nz, bool big,
+                                     bool large_stack_layout = false) {
+  UncompressedLayout l;
+  l.big = big;
+  l.header = big ? 16 : 8;
+  l.plane_bytes = uint64_t(t.width) * t.height * (t.bits / 8);
+  // IFD 0 and its values; the planes start on an 8-byte boundary.
+  const uint64_t ifd0 = uncompressed_ifd(t, big, true, 0).size();
+  l.data_offset = (l.header + ifd0 + 7) / 8 * 8;
+  const uint64_t data_end = l.data_offset + l.plane_bytes * uint64_t(nz);
+  l.first_ifd_after_data = data_end + data_end % 2;
+  l.ifd_size = uncompressed_ifd(t, big, false, 0).size();
+  const uint64_t ifds_end = l.first_ifd_after_data + l.ifd_size * uint64_t(nz - 1);
+  // ImageJ's TiffEncoder test: the IFDs of planes 1..N-1 are written only when they end
+  // below 4 GiB.
+  l.all_ifds = big || nz == 1 || (!large_stack_layout && ifds_end < 0xFFFFFFFFull);
+  return l;
+}
+
+// Whether a classic TIFF can hold this stack uncompressed with an IFD for every plane.
+bool classic_holds_all_ifds(const PageTags& t, int64_t nz) {
+  return plan_uncompressed(t, nz, false).all_ifds;
+}
+
+void write_uncompressed(const std::string& path, const std::string& temp, const Volume& v,
+                        const PageTags& t, bool big, bool large_stack_layout, Progress* progress) {
+  const UncompressedLayout l = plan_uncompressed(t, v.nz(), big, large_stack_layout);
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(temp.c_str(), "wb"), &std::fclose);
+  if (!fp) throw_input("cannot create output file {}: {}", path, std::strerror(errno));
+  auto put = [&](const void* p, size_t n, const char* what) {
+    if (n && std::fwrite(p, 1, n, fp.get()) != n)
+      throw Error(fmt::format("cannot write {}: {} ({})", path, what, std::strerror(errno)));
+  };
+  const uint16_t probe = 1;
+  uint8_t little = 0;
+  std::memcpy(&little, &probe, 1);
+  std::vector<uint8_t> head(l.header, 0);
+  head[0] = head[1] = little ? 'I' : 'M';
+  const uint16_t magic = big ? 43 : 42;
+  std::memcpy(&head[2], &magic, 2);
+  if (big) {
+    const uint16_t offset_size = 8, zero = 0;
+    const uint64_t first = l.header;
+    std::memcpy(&head[4], &offset_size, 2);
+    std::memcpy(&head[6], &zero, 2);
+    std::memcpy(&head[8], &first, 8);
+  } else {
+    const uint32_t first = static_cast<uint32_t>(l.header);
+    std::memcpy(&head[4], &first, 4);
+  }
+  put(head.data(), head.size(), "header");
+  const uint64_t next0 = v.nz() > 1 && l.all_ifds ? l.first_ifd_after_data : 0;
+  std::vector<uint8_t> ifd = uncompressed_ifd(t, big, true, l.data_offset).bytes(l.header, next0);
+  ifd.resize(l.data_offset - l.header, 0);
+  put(ifd.data(), ifd.size(), "IFD 0");
+  const auto* base = static_cast<const uint8_t*>(v.raw());
+  for (int64_t z = 0; z < v.nz(); ++z) {
+    put(base + uint64_t(z) * l.plane_bytes, l.plane_bytes,
+        fmt::format("plane {} (disk full?)", z).c_str());
+    if (progress) progress->update(z + 1);
+  }
+  if (v.nz() > 1 && l.all_ifds) {
+    const uint8_t pad = 0;
+    put(&pad, l.first_ifd_after_data - (l.data_offset + l.plane_bytes * uint64_t(v.nz())),
+        "padding");
+    for (int64_t z = 1; z < v.nz(); ++z) {
+      const uint64_t at = l.first_ifd_after_data + uint64_t(z - 1) * l.ifd_size;
+      const uint64_t next = z + 1 < v.nz() ? at + l.ifd_size : 0;
+      ifd = uncompressed_ifd(t, big, false, l.data_offset + uint64_t(z) * l.plane_bytes)
+                .bytes(at, next);
+      put(ifd.data(), ifd.size(), "IFDs (disk full?)");
+    }
+  }
+  if (std::fflush(fp.get()) != 0)
+    throw Error(fmt::format("cannot write {}: {} (disk full?)", path, std::strerror(errno)));
+  if (std::fclose(fp.release()) != 0)
+    throw Error(fmt::format("cannot write {}: {} (disk full?)", path, std::strerror(errno)));
+}
+
+// ---- compressed files, through libtiff ----------------------------------------------------
+
+void write_compressed(const std::string& path, const std::string& temp, const Volume& v,
+                      const PageTags& tags, WriteOptions::Compression compression, bool big,
+                      Progress* progress) {
+  io::TiffFile tf = io::TiffFile::open(temp, big ? "w8" : "w");
+  if (!tf)
+    throw_input("cannot create output file {}: {}", path, tf.error_text(std::strerror(errno)));
+  TIFF* t = tf.get();
+  const uint32_t w = tags.width, h = tags.height;
+  const size_t row_bytes = size_t(w) * (tags.bits / 8);
+  const uint16_t comp =
+      compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_LZW;
+  // Horizontal differencing makes integer microscopy data compress much better, but
+  // ImageJ 1.53t undoes it only after LZW, not after deflate (slices open wrong).
+  const bool predictor = comp == COMPRESSION_LZW && v.dtype() != DType::F32;
   // Strips of about 1 MiB: small enough to stream, large enough to compress well.
-  const uint32_t rows_per_strip =
-      static_cast<uint32_t>(std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, h));
+  const uint32_t rows_per_strip = static_cast<uint32_t>(
+      std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, h));
   // One strip of scratch: libtiff may encode in place, and the volume is const.
   std::vector<uint8_t> scratch(size_t(rows_per_strip) * row_bytes);
-  const double f = unit_to_micron(v.unit());
-  const bool calibrated = f > 0 || (v.unit() != "pixel" && !v.unit().empty());
-
   const auto* base = static_cast<const uint8_t*>(v.raw());
   const size_t plane_bytes = size_t(h) * row_bytes;
-  std::unique_ptr<Progress> progress;
-  if (v.size_bytes() > (size_t(256) << 20))
-    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(), "planes");
   auto fail = [&](const std::string& what) {
     throw Error(fmt::format("cannot write {}: {}", path, tf.error_text(what)));
   };
@@ -114,26 +363,22 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
     TIFFSetField(t, TIFFTAG_SUBFILETYPE, 0);
     TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
     TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
-    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, static_cast<uint16_t>(bps * 8));
+    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, tags.bits);
     TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, static_cast<uint16_t>(1));
-    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT,
-                 static_cast<uint16_t>(v.dtype() == DType::F32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT));
+    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, tags.sample_format);
     TIFFSetField(t, TIFFTAG_PHOTOMETRIC, static_cast<uint16_t>(PHOTOMETRIC_MINISBLACK));
     TIFFSetField(t, TIFFTAG_PLANARCONFIG, static_cast<uint16_t>(PLANARCONFIG_CONTIG));
     TIFFSetField(t, TIFFTAG_COMPRESSION, comp);
     if (predictor) TIFFSetField(t, TIFFTAG_PREDICTOR, static_cast<uint16_t>(PREDICTOR_HORIZONTAL));
     TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, rows_per_strip);
-    if (calibrated) {
-      // Pixels per unit (micrometres when known), unit "none": ImageJ takes the unit
-      // from the description, and tifffile/napari follow ImageJ's convention.
-      const double fx = f > 0 ? f : 1.0;
-      TIFFSetField(t, TIFFTAG_XRESOLUTION, 1.0 / scale_to_micron(v.voxel_size().x, fx));
-      TIFFSetField(t, TIFFTAG_YRESOLUTION, 1.0 / scale_to_micron(v.voxel_size().y, fx));
-      TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, static_cast<uint16_t>(RESUNIT_NONE));
+    if (tags.calibrated) {
+      TIFFSetField(t, TIFFTAG_XRESOLUTION, double(tags.xres.first) / double(tags.xres.second));
+      TIFFSetField(t, TIFFTAG_YRESOLUTION, double(tags.yres.first) / double(tags.yres.second));
+      TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, tags.res_unit);
     }
     if (z == 0) {
-      TIFFSetField(t, TIFFTAG_IMAGEDESCRIPTION, desc.c_str());
-      TIFFSetField(t, TIFFTAG_SOFTWARE, (std::string("isoprompt ") + ISOPROMPT_VERSION).c_str());
+      TIFFSetField(t, TIFFTAG_IMAGEDESCRIPTION, tags.description.c_str());
+      TIFFSetField(t, TIFFTAG_SOFTWARE, tags.software.c_str());
     }
     const uint8_t* plane = base + static_cast<size_t>(z) * plane_bytes;
     for (uint32_t row0 = 0, s = 0; row0 < h; row0 += rows_per_strip, ++s) {
@@ -143,10 +388,94 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
       if (TIFFWriteEncodedStrip(t, s, scratch.data(), static_cast<tmsize_t>(n)) < 0)
         fail(fmt::format("cannot encode plane {} (disk full?)", z));
     }
-    if (!TIFFWriteDirectory(t)) fail(fmt::format("cannot write the directory of plane {} (disk full?)", z));
+    if (!TIFFWriteDirectory(t))
+      fail(fmt::format("cannot write the directory of plane {} (disk full?)", z));
     if (progress) progress->update(z + 1);
   }
   if (!tf.close_checked()) fail("cannot finish the file (disk full?)");
+}
+
+}  // namespace
+
+void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
+  if (v.empty()) throw_input("cannot write an empty volume to {}", path);
+  if (v.nx() > 0xFFFFFFFFLL || v.ny() > 0xFFFFFFFFLL)
+    throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, v.nx(), v.ny());
+  WriteOptions::Flavor flavor = opts.flavor;
+  const std::string ext = lowercase_extension(path);
+  if (flavor == WriteOptions::Auto)
+    flavor = (ext == ".ome.tif" || ext == ".ome.tiff") ? WriteOptions::OME : WriteOptions::ImageJ;
+
+  std::string desc;
+  if (flavor == WriteOptions::OME) {
+    if (unit_to_micron(v.unit()) <= 0 &&
+        (v.unit() != "pixel" || !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})))
+      log_warn(
+          "voxel size {} x {} x {} {} has no OME physical size: {} is written uncalibrated (ImageJ "
+          "TIFF keeps "
+          "it)",
+          v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), path);
+    desc = io::ome_description(v, fs::path(path).filename().string());
+  } else {
+    double lo = 0, hi = 0;
+    if (v.dtype() == DType::F32) finite_range<float>(v, lo, hi);
+    desc = io::imagej_description(v, lo, hi);
+  }
+  const PageTags tags = page_tags(v, flavor, std::move(desc));
+  const double gib = double(v.size_bytes()) / double(1ull << 30);
+  const bool compressed = opts.compression != WriteOptions::None;
+
+  // Container: BigTIFF on request; otherwise classic TIFF whenever some layout of it holds
+  // the data, because ImageJ 1.x cannot open BigTIFF at all.
+  bool big = opts.force_bigtiff;
+  const uint64_t plane_bytes = v.size_bytes() / uint64_t(v.nz());
+  if (!big && compressed && v.size_bytes() > bigtiff_threshold_bytes()) {
+    big = true;
+    log_info(
+        "{} holds {:.1f} GiB: writing a compressed BigTIFF (ImageJ 1.x cannot open BigTIFF; Fiji's "
+        "Bio-Formats "
+        "and tifffile/napari can; write it uncompressed for ImageJ)",
+        path, gib);
+  } else if (!big && !compressed && plane_bytes > bigtiff_threshold_bytes()) {
+    big = true;
+    log_info(
+        "{}: one plane holds {:.1f} GiB, more than a classic TIFF can: writing BigTIFF (ImageJ 1.x "
+        "cannot open "
+        "it)",
+        path, double(plane_bytes) / double(1ull << 30));
+  } else if (!big && !compressed && !classic_holds_all_ifds(tags, v.nz())) {
+    if (flavor == WriteOptions::OME) {
+      // OME readers (Bio-Formats, tifffile) need an IFD for every plane.
+      big = true;
+      log_info(
+          "{} holds {:.1f} GiB: writing BigTIFF, as OME-TIFF needs a directory per plane (ImageJ "
+          "1.x cannot "
+          "open BigTIFF; Bio-Formats and tifffile/napari can)",
+          path, gib);
+    } else {
+      log_info(
+          "{} holds {:.1f} GiB: writing ImageJ's large-stack layout (one directory, images={}, "
+          "planes back to "
+          "back; ImageJ, Fiji and tifffile/napari read it)",
+          path, gib, v.nz());
+    }
+  }
+  if (opts.force_bigtiff && flavor == WriteOptions::ImageJ)
+    log_info(
+        "{}: BigTIFF as asked; note that ImageJ 1.x cannot open BigTIFF (Fiji's Bio-Formats and "
+        "tifffile can)",
+        path);
+
+  AtomicOutput out(path);
+  std::unique_ptr<Progress> progress;
+  if (v.size_bytes() > (size_t(256) << 20))
+    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(),
+                                          "planes");
+  if (compressed)
+    write_compressed(path, out.temp_path(), v, tags, opts.compression, big, progress.get());
+  else
+    write_uncompressed(path, out.temp_path(), v, tags, big,
+                       opts.large_stack_layout && flavor == WriteOptions::ImageJ, progress.get());
   if (progress) progress->finish();
   out.commit();
 }

@@ -138,6 +138,26 @@ TEST(OpsCli, BaselineFactorAutoNeedsCalibration) {
   EXPECT_EQ(read_volume(t.file("o.tif")).nz(), 13);  // round(5 * 2.5)
 }
 
+// simulate on an uncalibrated stack writes the voxel it prints (z step K, in pixels), so
+// `baseline --factor auto` on its output undoes exactly that factor.
+TEST(OpsCli, SimulateOfUncalibratedStackKeepsItsPixelSpacing) {
+  TempDir t;
+  write_plain_tiff(t.file("raw.tif"), smooth_volume({16, 12, 12}));
+  auto r = run_cli({"simulate", t.file("raw.tif"), "-o", t.file("lo.tif"), "--factor", "4"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("voxel 4 x 1 x 1 pixel"), std::string::npos) << r.out;
+  TiffFileInfo fi;
+  const Volume lo = read_volume(t.file("lo.tif"), {}, &fi);
+  EXPECT_EQ(lo.voxel_size(), (VoxelSize{4, 1, 1}));
+  EXPECT_EQ(lo.unit(), "pixel");
+  EXPECT_TRUE(fi.calibrated);
+  r = run_cli({"baseline", t.file("lo.tif"), "-o", t.file("up.tif")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume up = read_volume(t.file("up.tif"));
+  EXPECT_EQ(up.nz(), 16);
+  EXPECT_EQ(up.voxel_size(), (VoxelSize{1, 1, 1}));
+}
+
 // Usage errors exit 2 with one line naming the problem, and write nothing.
 TEST(OpsCli, UsageErrors) {
   TempDir t;

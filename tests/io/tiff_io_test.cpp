@@ -315,6 +315,31 @@ TEST(TiffRead, ImageJHyperstackChannelSelection) {
             "--channel 2 is out of range for " + dir.file("hs.tif") + ": it has 2 channels (0..1)");
 }
 
+// tifffile.imwrite(f, zyx, imagej=True) without axes writes channels=N (its description,
+// copied verbatim): the message says so and how to save a z stack, not only --channel.
+TEST(TiffRead, TifffileStackWithoutAxesExplainsChannels) {
+  TempDir dir;
+  std::vector<RawPage> pages;
+  for (int page = 0; page < 5; ++page) {
+    RawPage p = make_page<uint16_t>(8, 8, [page](uint32_t y, uint32_t x) { return page * 64 + y * 8 + x; });
+    if (page == 0) p.description = "ImageJ=1.11a\nimages=5\nchannels=5\nhyperstack=true\nmode=grayscale";
+    pages.push_back(p);
+  }
+  write_raw_tiff(dir.file("noaxes.tif"), pages);
+  EXPECT_EQ(read_error(dir.file("noaxes.tif")),
+            dir.file("noaxes.tif") +
+                " has 5 channels and one z plane, which is how tifffile.imwrite(file, array, imagej=True) saves a "
+                "3D array without axes: if they are z planes, save it with metadata={'axes': 'ZYX'} (or in Fiji: "
+                "Image > Hyperstacks > Re-order Hyperstacks, channels to slices); if they are channels, choose one "
+                "with --channel (0..4)");
+  ReadOptions o;
+  o.channel = 3;
+  o.allow_2d = true;
+  const Volume v = read_volume(dir.file("noaxes.tif"), o);
+  EXPECT_EQ(v.shape(), (Shape3{1, 8, 8}));
+  EXPECT_EQ(v.at<uint16_t>(0, 0, 0), 3 * 64);
+}
+
 // ImageJ frames: a time point must be chosen when there are several.
 TEST(TiffRead, ImageJTimeSelection) {
   TempDir dir;

@@ -119,6 +119,38 @@ TEST(ModelCli, ApplyRunsTheRawNetworkOnEveryPlane) {
   EXPECT_FALSE(file_exists(tmp.file("o2.tif")));
 }
 
+// A 2D model applied to a 2D image (one plane): the natural use, accepted with --plane xy;
+// the other orientations do not exist in one plane and are refused with exit code 2.
+TEST(ModelCli, ApplyTakesA2DImage) {
+  test::TempDir tmp;
+  SwinConfig c;
+  c.embed_dim = 8;
+  c.depths = {1};
+  c.num_heads = {2};
+  c.num_feat = 4;
+  SwinIR net(c);
+  save_backbone(tmp.file("tiny.safetensors"), net);
+  Volume v({1, 9, 11}, DType::U16, {1.0, 0.5, 0.5});
+  for (int64_t i = 0; i < v.numel(); ++i) v.data<uint16_t>()[i] = uint16_t((i * 37) % 1000);
+  write_volume(tmp.file("img.tif"), v);
+  auto r = test::run_cli({"model", "apply", tmp.file("tiny.safetensors"), tmp.file("img.tif"), "-o", tmp.file("out.tif")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  ReadOptions ro;
+  ro.allow_2d = true;
+  const Volume out = read_volume(tmp.file("out.tif"), ro);
+  EXPECT_EQ(out.shape(), v.shape());
+  EXPECT_EQ(out.dtype(), DType::F32);
+  torch::NoGradGuard ng;
+  net->eval();
+  const at::Tensor ref = net->forward(to_float_tensor(v)[0].unsqueeze(0).unsqueeze(0))[0][0];
+  EXPECT_LE((to_tensor(out).data[0] - ref).abs().max().item<double>(), 1e-5 * (1 + ref.abs().max().item<double>()));
+  r = test::run_cli({"model", "apply", tmp.file("tiny.safetensors"), tmp.file("img.tif"), "-o", tmp.file("o2.tif"),
+                     "--plane", "xz"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_THAT(r.err, HasSubstr(tmp.file("img.tif") + " is a 2D image (one plane): it has no xz planes, use --plane xy"));
+  EXPECT_FALSE(file_exists(tmp.file("o2.tif")));
+}
+
 TEST(ApplyPlanewise, EveryPlaneGoesThroughTheNetwork) {
   SwinConfig c;
   c.embed_dim = 8;

@@ -88,7 +88,12 @@ void model_apply(const std::string& model, const std::string& in, const std::str
   const Plane p = parse_plane(plane);
   check_output_path(out, {in, model});
   Backbone bb = load_backbone(model, parse_device(globals().device));
-  Volume v = read_volume(in);
+  // A 2D model applied to a 2D image is the most natural use: single planes are accepted.
+  ReadOptions ro;
+  ro.allow_2d = true;
+  Volume v = read_volume(in, ro);
+  if (v.nz() == 1 && p != Plane::XY)
+    throw_input("{} is a 2D image (one plane): it has no {} planes, use --plane xy", in, plane_name(p));
   log_info("{}: {} planes of {} through {} ({:.1f} GFLOP each)", in, v.plane_count(p), plane_name(p), bb.name,
            bb.config.gflops(p == Plane::XY ? v.ny() : v.nz(), p == Plane::YZ ? v.ny() : v.nx()));
   Volume r = apply_planewise(bb.net, v, p, batch);
@@ -115,12 +120,12 @@ void register_model_commands(CLI::App& app) {
   conv->add_option("OUT", *out, "output .safetensors")->required();
   conv->callback([in, out] { model_convert(*in, *out); });
 
-  auto* apply = model->add_subcommand("apply", "apply the raw network to every plane of a stack (float32 output)");
+  auto* apply = model->add_subcommand("apply", "apply the raw network to every plane of a stack or to a 2D image (float32 output)");
   auto mfile = std::make_shared<std::string>(), tif = std::make_shared<std::string>(),
        otif = std::make_shared<std::string>(), plane = std::make_shared<std::string>("xy");
   auto batch = std::make_shared<int64_t>(4);
   apply->add_option("FILE", *mfile, "model file")->required();
-  apply->add_option("IN", *tif, "input TIFF stack")->required();
+  apply->add_option("IN", *tif, "input TIFF stack or 2D image")->required();
   apply->add_option("-o,--output", *otif, "output TIFF (float32)")->required();
   apply->add_option("--plane", *plane, "planes to process: xy, xz or yz")->capture_default_str();
   apply->add_option("--batch", *batch, "planes per forward call")->capture_default_str()->check(CLI::PositiveNumber);
