@@ -94,7 +94,7 @@ void register_phantom(CLI::App& app) {
   c->add_option("-o,--output", o->out, "output TIFF")->required();
   c->add_option("--kind", o->kind, "mixed, filaments, nuclei, membranes, puncta or em")->capture_default_str();
   c->add_option("--size", o->size, "volume size z,y,x in voxels")->capture_default_str();
-  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")->capture_default_str();
+  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")->capture_default_str()->check(seed_validator());
   c->add_option("--voxel-size", o->voxel, "voxel size z,y,x in um (before --z-factor)")->capture_default_str();
   c->add_option("--psf-lateral", o->psf_lateral, "lateral Gaussian PSF FWHM in um (0 = none)");
   c->add_option("--psf-axial", o->psf_axial, "axial Gaussian PSF FWHM in um (0 = none)");
@@ -163,7 +163,7 @@ void register_pretrain(CLI::App& app) {
   c->add_option("--lr", p.lr, "Adam learning rate")->capture_default_str();
   c->add_option("--warmup", p.warmup, "linear warm-up steps")->capture_default_str();
   c->add_option("--min-lr-ratio", p.min_lr_ratio, "< 1: cosine decay to lr x ratio at --steps")->capture_default_str();
-  c->add_option("--seed", p.seed, "seed of the data stream and the initial weights")->capture_default_str();
+  c->add_option("--seed", p.seed, "seed of the data stream and the initial weights")->capture_default_str()->check(seed_validator());
   c->add_option("--config", o->config_json, "model configuration JSON (default: the shipped default's)");
   c->add_option("--min-factor", p.pairs.min_factor, "smallest axial degradation factor")->capture_default_str();
   c->add_option("--max-factor", p.pairs.max_factor, "largest axial degradation factor")->capture_default_str();
@@ -249,7 +249,7 @@ void register_demo(CLI::App& app) {
   c->add_option("--out-dir", o->out_dir, "output directory")->capture_default_str();
   c->add_option("--size", o->size, "ground-truth size z,y,x")->capture_default_str();
   c->add_option("--kind", o->kind, "phantom kind")->capture_default_str();
-  c->add_option("--seed", o->p.seed, "phantom seed")->capture_default_str();
+  c->add_option("--seed", o->p.seed, "phantom seed")->capture_default_str()->check(seed_validator());
   c->add_option("--factor", o->p.factor, "z-averaging factor (whole number)")->capture_default_str();
   c->add_option("--backbone", o->backbone, "model file, or 'default'")->capture_default_str();
   c->add_option("--tune-seconds", o->p.tune_seconds, "prompt-tuning time budget")->capture_default_str();
