@@ -34,7 +34,8 @@ std::optional<int64_t> checked_product(const Range& factors, int64_t limit = INT
   }
   return p;
 }
-inline std::optional<int64_t> checked_product(std::initializer_list<int64_t> factors, int64_t limit = INT64_MAX) {
+inline std::optional<int64_t> checked_product(std::initializer_list<int64_t> factors,
+                                              int64_t limit = INT64_MAX) {
   return checked_product<std::initializer_list<int64_t>>(factors, limit);
 }
 
