@@ -53,7 +53,8 @@ void blur_cols(float* img, int64_t rows, int64_t cols, double sigma) {
   std::vector<float> buf(static_cast<size_t>(cols + 2 * r));
   for (int64_t y = 0; y < rows; ++y) {
     float* p = img + y * cols;
-    for (int64_t x = -r; x < cols + r; ++x) buf[x + r] = p[std::min(cols - 1, std::max<int64_t>(0, x))];
+    for (int64_t x = -r; x < cols + r; ++x)
+      buf[x + r] = p[std::min(cols - 1, std::max<int64_t>(0, x))];
     for (int64_t x = 0; x < cols; ++x) {
       float acc = 0;
       for (int64_t j = 0; j <= 2 * r; ++j) acc += k[j] * buf[x + j];
@@ -63,7 +64,8 @@ void blur_cols(float* img, int64_t rows, int64_t cols, double sigma) {
 }
 
 // Copies plane `index` of orientation `pl` into a rows x cols buffer.
-void extract_plane(const Volume& v, Plane pl, int64_t index, std::vector<float>& out, int64_t& rows, int64_t& cols) {
+void extract_plane(const Volume& v, Plane pl, int64_t index, std::vector<float>& out, int64_t& rows,
+                   int64_t& cols) {
   const PlaneView<float> view = v.plane<float>(pl, index);
   rows = view.rows;
   cols = view.cols;
@@ -84,9 +86,10 @@ Volume normalized_float(const Volume& v) {
 
 PhantomKind kind_for(uint64_t h) {
   // mixed and em are the most varied, so they come up more often.
-  static const PhantomKind table[] = {PhantomKind::Mixed,     PhantomKind::Mixed,  PhantomKind::Mixed,
-                                      PhantomKind::EM,        PhantomKind::EM,     PhantomKind::Filaments,
-                                      PhantomKind::Nuclei,    PhantomKind::Membranes, PhantomKind::Puncta};
+  static const PhantomKind table[] = {
+      PhantomKind::Mixed,  PhantomKind::Mixed,     PhantomKind::Mixed,
+      PhantomKind::EM,     PhantomKind::EM,        PhantomKind::Filaments,
+      PhantomKind::Nuclei, PhantomKind::Membranes, PhantomKind::Puncta};
   return table[h % (sizeof(table) / sizeof(table[0]))];
 }
 
@@ -111,7 +114,8 @@ const Volume& pool_volume(const PretrainParams& p, PhantomPool& pool, int64_t sl
   const int64_t every = std::max<int64_t>(1, p.phantom_every);
   const int64_t id = (step + slot * every) / (kPoolSlots * every) * kPoolSlots + slot;
   if (pool.ids[size_t(slot)] != id) {
-    pool.volumes[size_t(slot)] = stream_phantom(hash_combine(p.seed, static_cast<uint64_t>(id)), p.phantom_size);
+    pool.volumes[size_t(slot)] =
+        stream_phantom(hash_combine(p.seed, static_cast<uint64_t>(id)), p.phantom_size);
     pool.ids[size_t(slot)] = id;
   }
   return pool.volumes[size_t(slot)];
@@ -119,8 +123,8 @@ const Volume& pool_volume(const PretrainParams& p, PhantomPool& pool, int64_t sl
 
 }  // namespace
 
-void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams& p, uint64_t seed, float* input,
-               float* target) {
+void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams& p, uint64_t seed,
+               float* input, float* target) {
   const int64_t crop = p.crop;
   SplitMix r(seed);
   const bool transpose = r.uniform() < 0.5, flip_r = r.uniform() < 0.5, flip_c = r.uniform() < 0.5;
@@ -161,7 +165,8 @@ void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams&
   std::copy(d.begin() + top * crop, d.begin() + (top + crop) * crop, input);
 }
 
-void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at::Tensor& input, at::Tensor& target) {
+void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at::Tensor& input,
+                    at::Tensor& target) {
   const int64_t B = p.batch, c = p.pairs.crop;
   input = at::empty({B, 1, c, c}, at::kFloat);
   target = at::empty({B, 1, c, c}, at::kFloat);
@@ -171,12 +176,14 @@ void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at
     for (const Volume& v : p.user_volumes) {
       pool.user.push_back(normalized_float(v));
       const VoxelSize vs = v.voxel_size();
-      pool.user_isotropic.push_back(std::abs(vs.z / vs.x - 1) < 0.05 && std::abs(vs.y / vs.x - 1) < 0.05);
+      pool.user_isotropic.push_back(std::abs(vs.z / vs.x - 1) < 0.05 &&
+                                    std::abs(vs.y / vs.x - 1) < 0.05);
     }
   }
   std::vector<float> plane;
   for (int64_t b = 0; b < B; ++b) {
-    SplitMix r(hash_combine(hash_combine(p.seed, static_cast<uint64_t>(step)), static_cast<uint64_t>(b) + 0xba7c4));
+    SplitMix r(hash_combine(hash_combine(p.seed, static_cast<uint64_t>(step)),
+                            static_cast<uint64_t>(b) + 0xba7c4));
     const Volume* v = nullptr;
     bool iso = true;
     if (!pool.user.empty() && r.uniform() < p.user_fraction) {
@@ -194,7 +201,8 @@ void training_batch(const PretrainParams& p, int64_t step, PhantomPool& pool, at
       if (std::min(view.rows, view.cols) >= c) ok.push_back(pl);
     }
     if (ok.empty())
-      throw_input("training volume of shape {} has no plane of at least {}x{} pixels", to_string(v->shape()), c, c);
+      throw_input("training volume of shape {} has no plane of at least {}x{} pixels",
+                  to_string(v->shape()), c, c);
     const Plane pl = ok[size_t(r.randint(0, static_cast<int64_t>(ok.size()) - 1))];
     const int64_t index = r.randint(0, v->plane_count(pl) - 1);
     int64_t rows = 0, cols = 0;
@@ -273,7 +281,8 @@ ValSet make_val_set(int64_t n) {
     extract_plane(v, pl, 20 + (i * 23) % 70, plane, rows, cols);
     pp.min_factor = pp.max_factor = 2.0 + double((i * 5) % 9);
     make_pair(plane.data(), rows, cols, pp, hash_combine(kValSeed, 1000 + static_cast<uint64_t>(i)),
-              vs.input.data_ptr<float>() + i * size * size, vs.target.data_ptr<float>() + i * size * size);
+              vs.input.data_ptr<float>() + i * size * size,
+              vs.target.data_ptr<float>() + i * size * size);
   }
   return vs;
 }
@@ -321,7 +330,9 @@ std::string optim_json(const PretrainParams& p) {
   return j.dump();
 }
 
-std::string fmt_double(double v) { return fmt::format("{:.17g}", v); }
+std::string fmt_double(double v) {
+  return fmt::format("{:.17g}", v);
+}
 
 struct TrainState {
   SwinIR net{nullptr};
@@ -333,11 +344,15 @@ struct TrainState {
   int64_t loss_n = 0;
 };
 
-void write_checkpoint(const std::string& path, const TrainState& st, const PretrainParams& p, double seconds) {
+void write_checkpoint(const std::string& path, const TrainState& st, const PretrainParams& p,
+                      double seconds) {
   TensorList list;
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("param/" + st.params[i].first, st.params[i].second.detach());
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_m/" + st.params[i].first, st.m[i]);
-  for (size_t i = 0; i < st.params.size(); ++i) list.emplace_back("adam_v/" + st.params[i].first, st.v[i]);
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("param/" + st.params[i].first, st.params[i].second.detach());
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("adam_m/" + st.params[i].first, st.m[i]);
+  for (size_t i = 0; i < st.params.size(); ++i)
+    list.emplace_back("adam_v/" + st.params[i].first, st.v[i]);
   std::map<std::string, std::string> meta{{"format", "isoprompt-pretrain-checkpoint"},
                                           {"step", std::to_string(st.step)},
                                           {"seconds", fmt_double(seconds)},
@@ -355,28 +370,35 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
   const TensorMap t = read_safetensors(path, &meta);
   auto get = [&](const std::string& k) {
     auto it = meta.find(k);
-    if (it == meta.end()) throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (no '{}' metadata)", path, k));
+    if (it == meta.end())
+      throw CheckpointError(
+          fmt::format("{} is not a pretraining checkpoint (no '{}' metadata)", path, k));
     return it->second;
   };
   if (get("format") != "isoprompt-pretrain-checkpoint")
-    throw CheckpointError(fmt::format("{} is not a pretraining checkpoint (format '{}')", path, get("format")));
+    throw CheckpointError(
+        fmt::format("{} is not a pretraining checkpoint (format '{}')", path, get("format")));
   const SwinConfig saved = SwinConfig::from_json(get("config"));
   if (saved != p.config)
-    throw_input("checkpoint {} was made with model {}, but this run asks for {}", path, saved.to_json(),
-                p.config.to_json());
+    throw_input("checkpoint {} was made with model {}, but this run asks for {}", path,
+                saved.to_json(), p.config.to_json());
   if (get("stream") != stream_json(p))
-    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path, get("stream"),
-                stream_json(p));
+    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path,
+                get("stream"), stream_json(p));
   if (get("optim") != optim_json(p))
-    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path, optim_json(p), get("optim"));
+    log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path,
+             optim_json(p), get("optim"));
   at::NoGradGuard ng;
   for (size_t i = 0; i < st.params.size(); ++i) {
     const std::string& name = st.params[i].first;
     for (const char* prefix : {"param/", "adam_m/", "adam_v/"}) {
       auto it = t.find(prefix + name);
-      if (it == t.end()) throw CheckpointError(fmt::format("checkpoint {} has no tensor '{}{}'", path, prefix, name));
+      if (it == t.end())
+        throw CheckpointError(
+            fmt::format("checkpoint {} has no tensor '{}{}'", path, prefix, name));
       if (it->second.sizes() != st.params[i].second.sizes())
-        throw CheckpointError(fmt::format("tensor '{}{}' in {} has the wrong shape", prefix, name, path));
+        throw CheckpointError(
+            fmt::format("tensor '{}{}' in {} has the wrong shape", prefix, name, path));
     }
     st.params[i].second.copy_(t.at("param/" + name));
     st.m[i].copy_(t.at("adam_m/" + name));
@@ -395,7 +417,8 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
   auto whole = [&](const std::string& k) {
     const double v = number(k);
     if (v < 0 || v != std::floor(v) || v > 1e15)
-      throw CheckpointError(fmt::format("{}: metadata '{}' is not a step count: '{}'", path, k, get(k)));
+      throw CheckpointError(
+          fmt::format("{}: metadata '{}' is not a step count: '{}'", path, k, get(k)));
     return static_cast<int64_t>(v);
   };
   st.step = whole("step");
@@ -406,7 +429,8 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
 
 double lr_at(const PretrainParams& p, int64_t step) {
   double f = p.warmup > 0 ? std::min(1.0, double(step + 1) / double(p.warmup)) : 1.0;
-  if (p.min_lr_ratio < 1.0 && p.steps > 0) f *= cosine_decay(p.min_lr_ratio, double(step) / double(p.steps));
+  if (p.min_lr_ratio < 1.0 && p.steps > 0)
+    f *= cosine_decay(p.min_lr_ratio, double(step) / double(p.steps));
   return p.lr * f;
 }
 
@@ -422,15 +446,17 @@ void validate_params(const PretrainParams& p) {
   if (p.batch < 1) throw_input("--batch must be >= 1, got {}", p.batch);
   if (p.pairs.crop < 8) throw_input("--crop must be >= 8, got {}", p.pairs.crop);
   if (p.phantom_size < p.pairs.crop)
-    throw_input("--phantom-size ({}) must be at least the crop size ({})", p.phantom_size, p.pairs.crop);
+    throw_input("--phantom-size ({}) must be at least the crop size ({})", p.phantom_size,
+                p.pairs.crop);
   if (!(p.pairs.min_factor >= 1) || p.pairs.max_factor < p.pairs.min_factor)
-    throw_input("degradation factors must satisfy 1 <= min <= max, got {} and {}", p.pairs.min_factor,
-                p.pairs.max_factor);
+    throw_input("degradation factors must satisfy 1 <= min <= max, got {} and {}",
+                p.pairs.min_factor, p.pairs.max_factor);
   if (!(p.lr > 0)) throw_input("--lr must be positive, got {}", p.lr);
   // The checkpoint may be the file resumed from (that is how a run continues); nothing
   // else may overwrite an input or another output.
   if (!p.checkpoint_path.empty()) check_output_path(p.checkpoint_path, {p.export_path, p.log_csv});
-  if (!p.export_path.empty()) check_output_path(p.export_path, {p.resume_path, p.checkpoint_path, p.log_csv});
+  if (!p.export_path.empty())
+    check_output_path(p.export_path, {p.resume_path, p.checkpoint_path, p.log_csv});
   if (!p.log_csv.empty()) check_output_path(p.log_csv, {p.resume_path});
 }
 
@@ -526,7 +552,10 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
       }
       const double lv = loss.item<double>();
       if (!std::isfinite(lv))
-        throw_error("pretraining diverged at step {} (loss {}); lower --lr or resume from the last checkpoint", st.step, lv);
+        throw_error(
+            "pretraining diverged at step {} (loss {}); lower --lr or resume from the last "
+            "checkpoint",
+            st.step, lv);
       st.loss_acc += lv;
       st.loss_n += 1;
       st.step += 1;
@@ -540,7 +569,8 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
           const auto [pin, pout] = run_validation();
           vin = fmt::format("{:.3f}", pin);
           vout = fmt::format("{:.3f}", pout);
-          log_info("step {}: loss {:.5f}, validation PSNR input {} dB, output {} dB", st.step, mean_loss, vin, vout);
+          log_info("step {}: loss {:.5f}, validation PSNR input {} dB, output {} dB", st.step,
+                   mean_loss, vin, vout);
         }
         if (csv) {
           *csv << fmt::format("{},{:.6f},{:.3g},{},{},{:.1f}\n", st.step, mean_loss, lr, vin, vout,
@@ -551,7 +581,9 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
         st.loss_n = 0;
       }
       bar.update(st.step, fmt::format("loss {:.4f}", lv));
-      if (std::chrono::duration<double>(clock::now() - last_ckpt).count() >= p.checkpoint_minutes * 60) checkpoint();
+      if (std::chrono::duration<double>(clock::now() - last_ckpt).count() >=
+          p.checkpoint_minutes * 60)
+        checkpoint();
       if (p.max_minutes > 0 && session_seconds() >= p.max_minutes * 60 && st.step < p.steps) {
         res.stopped_early = true;
         log_info("stopping after {} minutes at step {} (--max-minutes)", p.max_minutes, st.step);
@@ -561,7 +593,8 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
   } catch (const Cancelled&) {
     checkpoint();
     if (!p.checkpoint_path.empty())
-      log_info("interrupted at step {}: checkpoint written to {} (continue with --resume)", st.step, p.checkpoint_path);
+      log_info("interrupted at step {}: checkpoint written to {} (continue with --resume)", st.step,
+               p.checkpoint_path);
     throw;
   }
   bar.finish();
@@ -573,7 +606,8 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
     st.net->eval();
     std::map<std::string, std::string> meta{
         {"name", p.model_name},
-        {"description", "isoprompt backbone pretrained from scratch on procedural phantoms (isoprompt pretrain)"},
+        {"description",
+         "isoprompt backbone pretrained from scratch on procedural phantoms (isoprompt pretrain)"},
         {"pretrain_steps", std::to_string(res.steps_done)},
         {"pretrain_batch", std::to_string(p.batch)},
         {"pretrain_crop", std::to_string(p.pairs.crop)},

@@ -1,23 +1,23 @@
 // phantom, pretrain and demo subcommands.
+#include <fmt/format.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <memory>
 
-#include <fmt/format.h>
-
-#include "common_args.h"
 #include "commands.h"
+#include "common_args.h"
 #include "isoprompt/demo.h"
-#include "isoprompt/ops.h"
-#include "isoprompt/preview.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/io.h"
 #include "isoprompt/log.h"
+#include "isoprompt/ops.h"
 #include "isoprompt/phantom.h"
 #include "isoprompt/pretrain.h"
+#include "isoprompt/preview.h"
 
 namespace isoprompt::cli {
 
@@ -26,7 +26,8 @@ namespace {
 // ---- phantom ---------------------------------------------------------------------------
 
 struct PhantomOpts {
-  std::string out, clean, kind = "mixed", size = "128,128,128", voxel = "0.1,0.1,0.1", dtype = "float32";
+  std::string out, clean, kind = "mixed", size = "128,128,128", voxel = "0.1,0.1,0.1",
+                          dtype = "float32";
   uint64_t seed = 0;
   double psf_lateral = 0, psf_axial = 0, poisson = 0, gaussian = 0, z_factor = 1;
   int filaments = -1, nuclei = -1, cells = -1, puncta = -1;
@@ -74,35 +75,45 @@ void run_phantom(const PhantomOpts& o) {
   op.gaussian_sigma = o.gaussian;
   op.z_factor = o.z_factor;
   op.seed = hash_combine(o.seed, 0x0971c5);
-  const bool optics = o.psf_lateral > 0 || o.psf_axial > 0 || o.poisson > 0 || o.gaussian > 0 || o.z_factor != 1;
+  const bool optics =
+      o.psf_lateral > 0 || o.psf_axial > 0 || o.poisson > 0 || o.gaussian > 0 || o.z_factor != 1;
   log_info("generating a {} phantom of {} voxels (seed {})", o.kind, to_string(p.size), o.seed);
   const Volume gt = make_phantom(p);
   const Volume out = optics ? apply_optics(gt, op) : gt;
   write_volume(o.out, to_output_dtype(out, o.dtype));
-  std::printf("wrote %s: %s %s, voxel %g x %g x %g um%s\n", o.out.c_str(), to_string(out.shape()).c_str(),
-              o.dtype.c_str(), out.voxel_size().z, out.voxel_size().y, out.voxel_size().x,
-              optics ? " (with optical model)" : "");
+  std::printf("wrote %s: %s %s, voxel %g x %g x %g um%s\n", o.out.c_str(),
+              to_string(out.shape()).c_str(), o.dtype.c_str(), out.voxel_size().z,
+              out.voxel_size().y, out.voxel_size().x, optics ? " (with optical model)" : "");
   if (!o.clean.empty()) {
     write_volume(o.clean, to_output_dtype(gt, o.dtype));
-    std::printf("wrote %s: %s clean ground truth\n", o.clean.c_str(), to_string(gt.shape()).c_str());
+    std::printf("wrote %s: %s clean ground truth\n", o.clean.c_str(),
+                to_string(gt.shape()).c_str());
   }
 }
 
 void register_phantom(CLI::App& app) {
   auto o = std::make_shared<PhantomOpts>();
-  auto* c = app.add_subcommand("phantom", "generate a procedural 3D test volume (fluorescence- or EM-like)");
+  auto* c = app.add_subcommand("phantom",
+                               "generate a procedural 3D test volume (fluorescence- or EM-like)");
   c->add_option("-o,--output", o->out, "output TIFF")->required();
-  c->add_option("--kind", o->kind, "mixed, filaments, nuclei, membranes, puncta or em")->capture_default_str();
+  c->add_option("--kind", o->kind, "mixed, filaments, nuclei, membranes, puncta or em")
+      ->capture_default_str();
   c->add_option("--size", o->size, "volume size z,y,x in voxels")->capture_default_str();
-  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")->capture_default_str()->check(seed_validator());
-  c->add_option("--voxel-size", o->voxel, "voxel size z,y,x in um (before --z-factor)")->capture_default_str();
+  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")
+      ->capture_default_str()
+      ->check(seed_validator());
+  c->add_option("--voxel-size", o->voxel, "voxel size z,y,x in um (before --z-factor)")
+      ->capture_default_str();
   c->add_option("--psf-lateral", o->psf_lateral, "lateral Gaussian PSF FWHM in um (0 = none)");
   c->add_option("--psf-axial", o->psf_axial, "axial Gaussian PSF FWHM in um (0 = none)");
   c->add_option("--poisson", o->poisson, "Poisson noise: photons at intensity 1 (0 = none)");
   c->add_option("--gaussian", o->gaussian, "Gaussian read noise sigma, intensity units (0 = none)");
-  c->add_option("--z-factor", o->z_factor, "keep every K-th z plane (anisotropy)")->capture_default_str();
-  c->add_option("--dtype", o->dtype, "float32 (values 0..1) or uint16 (1000 + 10000 x value)")->capture_default_str();
-  c->add_option("--clean", o->clean, "also write the clean ground truth (before the optical model) here");
+  c->add_option("--z-factor", o->z_factor, "keep every K-th z plane (anisotropy)")
+      ->capture_default_str();
+  c->add_option("--dtype", o->dtype, "float32 (values 0..1) or uint16 (1000 + 10000 x value)")
+      ->capture_default_str();
+  c->add_option("--clean", o->clean,
+                "also write the clean ground truth (before the optical model) here");
   c->add_option("--filaments", o->filaments, "number of filaments (default: automatic)");
   c->add_option("--nuclei", o->nuclei, "number of nuclei (default: automatic)");
   c->add_option("--cells", o->cells, "number of cells for membranes/em (default: automatic)");
@@ -125,7 +136,8 @@ std::vector<std::string> list_tiffs(const std::string& dir) {
   std::vector<std::string> out;
   for (const auto& e : fs::directory_iterator(dir, ec)) {
     const std::string ext = lowercase_extension(e.path().string());
-    if (e.is_regular_file() && (ext == ".tif" || ext == ".tiff" || ext == ".ome.tif" || ext == ".ome.tiff"))
+    if (e.is_regular_file() &&
+        (ext == ".tif" || ext == ".tiff" || ext == ".ome.tif" || ext == ".ome.tiff"))
       out.push_back(e.path().string());
   }
   std::sort(out.begin(), out.end());
@@ -146,9 +158,10 @@ void run_pretrain(PretrainOpts& o) {
     }
   }
   const PretrainResult r = pretrain(p, c10::Device(globals().device));
-  std::printf("pretrained %lld steps in %.1f min; validation PSNR: input %.2f dB, output %.2f dB%s\n",
-              static_cast<long long>(r.steps_done), r.seconds / 60, r.val_psnr_input, r.val_psnr_output,
-              r.stopped_early ? " (stopped by --max-minutes)" : "");
+  std::printf(
+      "pretrained %lld steps in %.1f min; validation PSNR: input %.2f dB, output %.2f dB%s\n",
+      static_cast<long long>(r.steps_done), r.seconds / 60, r.val_psnr_input, r.val_psnr_output,
+      r.stopped_early ? " (stopped by --max-minutes)" : "");
   if (!p.checkpoint_path.empty()) std::printf("checkpoint: %s\n", p.checkpoint_path.c_str());
   if (!p.export_path.empty()) std::printf("model: %s\n", p.export_path.c_str());
 }
@@ -156,31 +169,46 @@ void run_pretrain(PretrainOpts& o) {
 void register_pretrain(CLI::App& app) {
   auto o = std::make_shared<PretrainOpts>();
   PretrainParams& p = o->p;
-  auto* c = app.add_subcommand("pretrain", "train a backbone from scratch on synthetic restoration pairs");
-  c->add_option("--steps", p.steps, "total optimiser steps (a resumed run continues to this)")->capture_default_str();
+  auto* c = app.add_subcommand("pretrain",
+                               "train a backbone from scratch on synthetic restoration pairs");
+  c->add_option("--steps", p.steps, "total optimiser steps (a resumed run continues to this)")
+      ->capture_default_str();
   c->add_option("--batch", p.batch, "pairs per step")->capture_default_str();
   c->add_option("--crop", p.pairs.crop, "training crop edge in pixels")->capture_default_str();
   c->add_option("--lr", p.lr, "Adam learning rate")->capture_default_str();
   c->add_option("--warmup", p.warmup, "linear warm-up steps")->capture_default_str();
-  c->add_option("--min-lr-ratio", p.min_lr_ratio, "< 1: cosine decay to lr x ratio at --steps")->capture_default_str();
-  c->add_option("--seed", p.seed, "seed of the data stream and the initial weights")->capture_default_str()->check(seed_validator());
-  c->add_option("--config", o->config_json, "model configuration JSON (default: the shipped default's)");
-  c->add_option("--min-factor", p.pairs.min_factor, "smallest axial degradation factor")->capture_default_str();
-  c->add_option("--max-factor", p.pairs.max_factor, "largest axial degradation factor")->capture_default_str();
-  c->add_option("--phantom-size", p.phantom_size, "edge of generated phantom cubes")->capture_default_str();
-  c->add_option("--phantom-every", p.phantom_every, "replace one of 4 pool phantoms every N steps")->capture_default_str();
+  c->add_option("--min-lr-ratio", p.min_lr_ratio, "< 1: cosine decay to lr x ratio at --steps")
+      ->capture_default_str();
+  c->add_option("--seed", p.seed, "seed of the data stream and the initial weights")
+      ->capture_default_str()
+      ->check(seed_validator());
+  c->add_option("--config", o->config_json,
+                "model configuration JSON (default: the shipped default's)");
+  c->add_option("--min-factor", p.pairs.min_factor, "smallest axial degradation factor")
+      ->capture_default_str();
+  c->add_option("--max-factor", p.pairs.max_factor, "largest axial degradation factor")
+      ->capture_default_str();
+  c->add_option("--phantom-size", p.phantom_size, "edge of generated phantom cubes")
+      ->capture_default_str();
+  c->add_option("--phantom-every", p.phantom_every, "replace one of 4 pool phantoms every N steps")
+      ->capture_default_str();
   c->add_option("--data", o->data_dir, "also cut pairs from the TIFF stacks in this directory");
-  c->add_option("--data-fraction", p.user_fraction, "share of pairs from --data")->capture_default_str();
+  c->add_option("--data-fraction", p.user_fraction, "share of pairs from --data")
+      ->capture_default_str();
   c->add_option("--checkpoint", p.checkpoint_path, "checkpoint file (weights + optimiser + step)");
-  c->add_option("--checkpoint-every", p.checkpoint_minutes, "minutes between checkpoints")->capture_default_str();
+  c->add_option("--checkpoint-every", p.checkpoint_minutes, "minutes between checkpoints")
+      ->capture_default_str();
   c->add_option("--resume", p.resume_path, "continue from this checkpoint");
   c->add_option("--log", p.log_csv, "CSV log: step, loss, lr, validation PSNR, seconds");
   c->add_option("--log-every", p.log_every, "steps between log lines")->capture_default_str();
   c->add_option("--val-every", p.val_every, "steps between validations")->capture_default_str();
-  c->add_option("--val-pairs", p.val_pairs, "held-out phantom pairs for validation")->capture_default_str();
-  c->add_option("--max-minutes", p.max_minutes, "stop cleanly after this many minutes (0 = no limit)");
+  c->add_option("--val-pairs", p.val_pairs, "held-out phantom pairs for validation")
+      ->capture_default_str();
+  c->add_option("--max-minutes", p.max_minutes,
+                "stop cleanly after this many minutes (0 = no limit)");
   c->add_option("--export", p.export_path, "write the trained backbone (.safetensors) at the end");
-  c->add_option("--name", p.model_name, "model name stored in the exported file")->capture_default_str();
+  c->add_option("--name", p.model_name, "model name stored in the exported file")
+      ->capture_default_str();
   c->add_flag("--no-identity-init", o->no_identity, "start from plain random weights");
   c->callback([o] { run_pretrain(*o); });
 }
@@ -230,29 +258,35 @@ void run_demo_cmd(const DemoOpts& o) {
       "|---|---|---|---|---|---|\n",
       o.kind, to_string(r.gt.shape()), p.seed, p.factor, bb.name);
   for (const DemoRow& row : r.rows)
-    table += fmt::format("| {} | {:.2f} | {:.4f} | {:.4f} | {} | {:.1f} |\n", row.method, row.psnr, row.ssim,
-                         row.ssim_xz, row.trainable, row.seconds);
+    table += fmt::format("| {} | {:.2f} | {:.4f} | {:.4f} | {} | {:.1f} |\n", row.method, row.psnr,
+                         row.ssim, row.ssim_xz, row.trainable, row.seconds);
   std::printf("\n%s\n", table.c_str());
   std::FILE* f = std::fopen(file("results.md").c_str(), "w");
   if (f) {
     std::fputs(table.c_str(), f);
     std::fclose(f);
   }
-  std::printf("wrote %s/: views.png (rows: input, cubic, zero-shot, %sground truth; columns XY, XZ, YZ), "
-              "the volumes as TIFF, results.md\n",
-              o.out_dir.c_str(), r.tuned.empty() ? "" : "prompt-tuned, ");
+  std::printf(
+      "wrote %s/: views.png (rows: input, cubic, zero-shot, %sground truth; columns XY, XZ, YZ), "
+      "the volumes as TIFF, results.md\n",
+      o.out_dir.c_str(), r.tuned.empty() ? "" : "prompt-tuned, ");
 }
 
 void register_demo(CLI::App& app) {
   auto o = std::make_shared<DemoOpts>();
-  auto* c = app.add_subcommand("demo", "phantom -> x4 anisotropy -> cubic vs zero-shot vs prompt-tuned, with metrics");
+  auto* c = app.add_subcommand(
+      "demo", "phantom -> x4 anisotropy -> cubic vs zero-shot vs prompt-tuned, with metrics");
   c->add_option("--out-dir", o->out_dir, "output directory")->capture_default_str();
   c->add_option("--size", o->size, "ground-truth size z,y,x")->capture_default_str();
   c->add_option("--kind", o->kind, "phantom kind")->capture_default_str();
-  c->add_option("--seed", o->p.seed, "phantom seed")->capture_default_str()->check(seed_validator());
-  c->add_option("--factor", o->p.factor, "z-averaging factor (whole number)")->capture_default_str();
+  c->add_option("--seed", o->p.seed, "phantom seed")
+      ->capture_default_str()
+      ->check(seed_validator());
+  c->add_option("--factor", o->p.factor, "z-averaging factor (whole number)")
+      ->capture_default_str();
   c->add_option("--backbone", o->backbone, "model file, or 'default'")->capture_default_str();
-  c->add_option("--tune-seconds", o->p.tune_seconds, "prompt-tuning time budget")->capture_default_str();
+  c->add_option("--tune-seconds", o->p.tune_seconds, "prompt-tuning time budget")
+      ->capture_default_str();
   c->add_option("--tune-steps", o->p.tune_steps, "prompt-tuning step limit")->capture_default_str();
   c->add_flag("--no-tune", o->no_tune, "skip prompt tuning (cubic and zero-shot only)");
   c->callback([o] { run_demo_cmd(*o); });

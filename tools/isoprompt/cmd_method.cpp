@@ -1,15 +1,15 @@
 // `isoprompt predict` (isotropic reconstruction with a backbone, a prompt, a fully
 // fine-tuned model or interpolation only) and `isoprompt restore` (tune + predict).
+#include <c10/util/Exception.h>
+
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
 
-#include <c10/util/Exception.h>
-
-#include "common_args.h"
 #include "commands.h"
+#include "common_args.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/infer.h"
@@ -25,7 +25,9 @@ namespace isoprompt::cli {
 
 namespace {
 
-std::string num(double v) { return fmt::format("{:.6g}", v); }
+std::string num(double v) {
+  return fmt::format("{:.6g}", v);
+}
 
 enum class Mode { Prompt, ZeroShot, Full, Interp };
 
@@ -39,10 +41,14 @@ Mode parse_mode(const std::string& s) {
 
 const char* mode_text(Mode m) {
   switch (m) {
-    case Mode::Prompt: return "prompt";
-    case Mode::ZeroShot: return "zero-shot";
-    case Mode::Full: return "full";
-    case Mode::Interp: return "interp";
+    case Mode::Prompt:
+      return "prompt";
+    case Mode::ZeroShot:
+      return "zero-shot";
+    case Mode::Full:
+      return "full";
+    case Mode::Interp:
+      return "interp";
   }
   return "?";
 }
@@ -68,7 +74,6 @@ struct RestoreArgs : ReconArgs {
   TuneFlags flags;
 };
 
-
 // Every file predict or restore reads (`other`: the prompt or the resumed prompt): no output
 // may be one of them.
 std::vector<std::string> recon_inputs(const ReconArgs& a, const std::string& other) {
@@ -82,7 +87,8 @@ void check_recon_flags(const ReconArgs& a, const std::string& other_input) {
   parse_interp(a.interp);
   parse_fuse(a.fuse);
   if (!a.dtype.empty()) parse_dtype(a.dtype);
-  if (a.tile != 0 && a.tile < 16) throw_input("--tile {} is too small: use 0 (automatic) or at least 16", a.tile);
+  if (a.tile != 0 && a.tile < 16)
+    throw_input("--tile {} is too small: use 0 (automatic) or at least 16", a.tile);
   if (a.overlap < -1) throw_input("--overlap {} must be >= 0 (or -1 for automatic)", a.overlap);
   if (a.batch < 0) throw_input("--batch {} must be >= 0 (0 = automatic)", a.batch);
   if (!(a.max_memory > 0) || !std::isfinite(a.max_memory))
@@ -111,16 +117,19 @@ double resolve_factor(const ReconArgs& a, Volume& v, bool calibrated, double pro
     if (calibrated) {
       const VoxelSize& vs = v.voxel_size();
       k = vs.anisotropy();
-      if (vs.y != vs.x) log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
+      if (vs.y != vs.x)
+        log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
       if (!(k >= 1))
-        throw_input("{}: z step {} is finer than the xy pixel {}: nothing to upsample (pass --factor K)", a.in,
-                    num(vs.z), num(vs.x));
+        throw_input(
+            "{}: z step {} is finer than the xy pixel {}: nothing to upsample (pass --factor K)",
+            a.in, num(vs.z), num(vs.x));
       log_info("factor auto: z step {} / xy pixel {} = {}", num(vs.z), num(vs.x), num(k));
     } else if (prompt_factor > 0) {
       k = prompt_factor;
       log_info("factor auto: {} is uncalibrated, using the prompt's factor {}", a.in, num(k));
     } else {
-      throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K", a.in);
+      throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K",
+                  a.in);
     }
   }
   if (!calibrated) {
@@ -128,7 +137,8 @@ double resolve_factor(const ReconArgs& a, Volume& v, bool calibrated, double pro
     log_info("{} is uncalibrated: taking its voxel as {} x 1 x 1 pixel (z, y, x)", a.in, num(k));
   }
   if (prompt_factor > 0 && std::abs(prompt_factor - k) > 1e-9 * k)
-    log_warn("the prompt was tuned for factor {}, reconstructing with factor {}", num(prompt_factor), num(k));
+    log_warn("the prompt was tuned for factor {}, reconstructing with factor {}",
+             num(prompt_factor), num(k));
   return k;
 }
 
@@ -146,18 +156,19 @@ ReconstructParams recon_params(const ReconArgs& a, double k, const Volume& v) {
   return p;
 }
 
-void write_and_report(const ReconArgs& a, const Volume& out, Mode mode, const ReconstructReport& rep,
-                      const std::string& extra) {
+void write_and_report(const ReconArgs& a, const Volume& out, Mode mode,
+                      const ReconstructReport& rep, const std::string& extra) {
   write_volume(a.out, out);
   const VoxelSize& s = out.voxel_size();
   std::printf("wrote %s  %s %s, voxel %s x %s x %s %s (mode %s, factor %s%s)\n", a.out.c_str(),
-              to_string(out.shape()).c_str(), dtype_name(out.dtype()), num(s.z).c_str(), num(s.y).c_str(),
-              num(s.x).c_str(), out.unit().c_str(), mode_text(mode), num(rep.factor).c_str(), extra.c_str());
+              to_string(out.shape()).c_str(), dtype_name(out.dtype()), num(s.z).c_str(),
+              num(s.y).c_str(), num(s.x).c_str(), out.unit().c_str(), mode_text(mode),
+              num(rep.factor).c_str(), extra.c_str());
 }
 
 // Reconstructs `v` with `model` (null for interp) and writes the output.
-void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k, PromptedModel* model,
-                           const c10::optional<Normalizer>& norm) {
+void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k,
+                           PromptedModel* model, const c10::optional<Normalizer>& norm) {
   ReconstructParams p = recon_params(a, k, v);
   ReconstructReport rep;
   Volume out;
@@ -167,8 +178,8 @@ void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, doubl
   } else {
     out = reconstruct(v, p, SliceRestorer(), &rep);
   }
-  const std::string extra =
-      mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp)) : fmt::format(", fuse {}", fuse_name(p.fuse));
+  const std::string extra = mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp))
+                                                 : fmt::format(", fuse {}", fuse_name(p.fuse));
   write_and_report(a, out, mode, rep, extra);
 }
 
@@ -179,8 +190,10 @@ void run_predict(const PredictArgs& a) {
   if (mode == Mode::Interp || mode == Mode::ZeroShot) {
     if (!a.prompt.empty()) throw_input("--prompt cannot be used with --mode {}", mode_text(mode));
   } else if (a.prompt.empty()) {
-    throw_input("--mode {} needs --prompt FILE (make one with `isoprompt tune` or `isoprompt restore --prompt-out`)",
-                mode_text(mode));
+    throw_input(
+        "--mode {} needs --prompt FILE (make one with `isoprompt tune` or `isoprompt restore "
+        "--prompt-out`)",
+        mode_text(mode));
   } else {
     check_input_file(a.prompt, "prompt file");
   }
@@ -194,8 +207,8 @@ void run_predict(const PredictArgs& a) {
   if (mode != Mode::Interp) {
     const std::string path = resolve_backbone_path(a.backbone);
     backbone = load_backbone(path, device);
-    log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
-             backbone.hash.substr(0, 12));
+    log_info("backbone {} ({} parameters, hash {})", backbone.name,
+             backbone.config.parameter_count(), backbone.hash.substr(0, 12));
     if (mode == Mode::ZeroShot) {
       model = PromptedModel(backbone, PromptConfig{}, false);
     } else {
@@ -204,15 +217,16 @@ void run_predict(const PredictArgs& a) {
       if (file_mode != mode) {
         if (a.mode_opt && a.mode_opt->count() > 0)
           throw_input("{} holds a {} model, not --mode {}: pass --mode {}", a.prompt,
-                      file_mode == Mode::Full ? "fully fine-tuned" : "prompt", mode_text(mode), mode_text(file_mode));
+                      file_mode == Mode::Full ? "fully fine-tuned" : "prompt", mode_text(mode),
+                      mode_text(file_mode));
         mode = file_mode;  // the default mode follows the file
       }
       model = lp.model;
       info = lp.info;
       have_info = true;
-      log_info("{} {}: tuned {} steps, validation PSNR {} dB (zero-shot {}, {} {})", mode_text(mode), a.prompt,
-               info.steps, num(info.val_psnr), num(info.zero_shot_psnr), interp_name(info.interp),
-               num(info.interp_psnr));
+      log_info("{} {}: tuned {} steps, validation PSNR {} dB (zero-shot {}, {} {})",
+               mode_text(mode), a.prompt, info.steps, num(info.val_psnr), num(info.zero_shot_psnr),
+               interp_name(info.interp), num(info.interp_psnr));
     }
   }
 
@@ -223,12 +237,13 @@ void run_predict(const PredictArgs& a) {
   if (have_info && !(a.interp_opt && a.interp_opt->count() > 0)) {
     args.interp = interp_name(info.interp);  // the interpolation the prompt was trained with
   } else if (have_info && parse_interp(a.interp) != info.interp) {
-    log_warn("the prompt was trained with {} interpolation, reconstructing with {}", interp_name(info.interp),
-             a.interp);
+    log_warn("the prompt was trained with {} interpolation, reconstructing with {}",
+             interp_name(info.interp), a.interp);
   }
   c10::optional<Normalizer> norm;
   if (have_info) {
-    norm = percentile_normalizer(v, info.pmin, info.pmax);  // this volume's, with the prompt's percentiles
+    norm = percentile_normalizer(v, info.pmin,
+                                 info.pmax);  // this volume's, with the prompt's percentiles
   }
   reconstruct_and_write(args, v, mode, k, mode == Mode::Interp ? nullptr : &model, norm);
 }
@@ -239,7 +254,8 @@ void run_restore(RestoreArgs a) {
   const Mode mode = parse_mode(a.mode);
   if (!a.prompt_out.empty()) {
     if (mode == Mode::Interp || mode == Mode::ZeroShot)
-      throw_input("--prompt-out needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
+      throw_input("--prompt-out needs --mode prompt or full (nothing is tuned with --mode {})",
+                  mode_text(mode));
     std::vector<std::string> inputs = recon_inputs(a, a.flags.resume);
     inputs.push_back(a.out);
     check_output_path(a.prompt_out, inputs);
@@ -248,15 +264,16 @@ void run_restore(RestoreArgs a) {
   tp.interp = parse_interp(a.interp);
   tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
   if (!a.flags.resume.empty() && mode != Mode::Prompt && mode != Mode::Full)
-    throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})", mode_text(mode));
+    throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})",
+                mode_text(mode));
   apply_tune_flags(a.flags, tp);
   const c10::Device device = parse_device(globals().device);
 
   Backbone backbone;
   if (mode != Mode::Interp) {
     backbone = load_backbone(resolve_backbone_path(a.backbone), device);
-    log_info("backbone {} ({} parameters, hash {})", backbone.name, backbone.config.parameter_count(),
-             backbone.hash.substr(0, 12));
+    log_info("backbone {} ({} parameters, hash {})", backbone.name,
+             backbone.config.parameter_count(), backbone.hash.substr(0, 12));
   }
   bool calibrated = false;
   Volume v = read_input(a, &calibrated);
@@ -273,16 +290,19 @@ void run_restore(RestoreArgs a) {
   const bool save = !a.prompt_out.empty() && (!r.cancelled || r.evaluated);
   if (save) {
     save_prompt(a.prompt_out, r);
-    log_info("saved the {} to {}", mode == Mode::Full ? "fully fine-tuned model" : "prompt", a.prompt_out);
+    log_info("saved the {} to {}", mode == Mode::Full ? "fully fine-tuned model" : "prompt",
+             a.prompt_out);
   }
   if (r.cancelled) {
-    if (save) log_warn("interrupted during tuning: kept the best state so far in {}", a.prompt_out);
+    if (save)
+      log_warn("interrupted during tuning: kept the best state so far in {}", a.prompt_out);
     else if (!a.prompt_out.empty())
       log_warn("interrupted before the first validation: {} was not written", a.prompt_out);
     throw Cancelled();
   }
   log_info("tuned: validation PSNR {} dB (zero-shot {}, {} {}) at step {}", num(r.info.val_psnr),
-           num(r.info.zero_shot_psnr), interp_name(r.info.interp), num(r.info.interp_psnr), r.info.best_step);
+           num(r.info.zero_shot_psnr), interp_name(r.info.interp), num(r.info.interp_psnr),
+           r.info.best_step);
   reconstruct_and_write(a, v, mode, k, &r.model, r.info.norm);
 }
 
@@ -290,23 +310,31 @@ void run_restore(RestoreArgs a) {
 void add_recon_flags(CLI::App* c, ReconArgs& a) {
   c->add_option("input", a.in, "anisotropic TIFF / OME-TIFF stack")->required();
   c->add_option("-o,--output", a.out, "output TIFF (OME-TIFF for *.ome.tif)")->required();
-  c->add_option("--backbone", a.backbone, "backbone model file, or 'default' (models/isoprompt-default.safetensors)")
+  c->add_option("--backbone", a.backbone,
+                "backbone model file, or 'default' (models/isoprompt-default.safetensors)")
       ->capture_default_str();
-  a.mode_opt = c->add_option("--mode", a.mode, "prompt | zero-shot | full | interp")->capture_default_str();
-  c->add_option("--factor", a.factor, "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
+  a.mode_opt =
+      c->add_option("--mode", a.mode, "prompt | zero-shot | full | interp")->capture_default_str();
+  c->add_option("--factor", a.factor,
+                "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
       ->capture_default_str();
-  a.interp_opt = c->add_option("--interp", a.interp,
-                               "z interpolation: nearest | linear | keys | cubic | lanczos (default: the "
-                               "prompt's, else keys, the one the backbone was trained with)")
-                     ->capture_default_str();
-  c->add_option("--fuse", a.fuse, "fusion of the XZ and YZ results: mean | geometric")->capture_default_str();
+  a.interp_opt =
+      c->add_option("--interp", a.interp,
+                    "z interpolation: nearest | linear | keys | cubic | lanczos (default: the "
+                    "prompt's, else keys, the one the backbone was trained with)")
+          ->capture_default_str();
+  c->add_option("--fuse", a.fuse, "fusion of the XZ and YZ results: mean | geometric")
+      ->capture_default_str();
   c->add_option("--tile", a.tile, "tile edge in px (0 = automatic from --max-memory, else >= 16)")
       ->capture_default_str();
   c->add_option("--overlap", a.overlap, "tile overlap in px (-1 = automatic: 32, at most tile/4)")
       ->capture_default_str();
-  c->add_option("--max-memory", a.max_memory, "memory budget of one forward pass, GB")->capture_default_str();
-  c->add_option("--batch", a.batch, "tiles per forward pass (0 = automatic)")->capture_default_str();
-  c->add_option("--dtype", a.dtype, "output dtype: uint8 | uint16 | float32 (default: the input's)");
+  c->add_option("--max-memory", a.max_memory, "memory budget of one forward pass, GB")
+      ->capture_default_str();
+  c->add_option("--batch", a.batch, "tiles per forward pass (0 = automatic)")
+      ->capture_default_str();
+  c->add_option("--dtype", a.dtype,
+                "output dtype: uint8 | uint16 | float32 (default: the input's)");
   c->add_option("--channel", a.channel, "channel to read (0-based) when the file has several")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--time", a.time, "time point to read (0-based) when the file has several")
@@ -319,14 +347,17 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
 void register_method_commands(CLI::App& app) {
   {
     auto a = std::make_shared<PredictArgs>();
-    auto* c = app.add_subcommand("predict", "make a stack isotropic with a tuned prompt, a backbone or interpolation");
+    auto* c = app.add_subcommand(
+        "predict", "make a stack isotropic with a tuned prompt, a backbone or interpolation");
     add_recon_flags(c, *a);
-    c->add_option("--prompt", a->prompt, "prompt file from `tune` / `restore --prompt-out` (modes prompt, full)");
+    c->add_option("--prompt", a->prompt,
+                  "prompt file from `tune` / `restore --prompt-out` (modes prompt, full)");
     c->callback([a] { run_predict(*a); });
   }
   {
     auto a = std::make_shared<RestoreArgs>();
-    auto* c = app.add_subcommand("restore", "tune a prompt on the stack itself, then make it isotropic");
+    auto* c =
+        app.add_subcommand("restore", "tune a prompt on the stack itself, then make it isotropic");
     add_recon_flags(c, *a);
     c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
     add_tune_flags(c, a->tune, a->flags, "--train-batch");
