@@ -46,6 +46,10 @@ TensorMap read_tensor_file(const std::string& path,
 // UniModel file (has conv_firstiso.*). `path` is used in error messages (duplicate keys).
 TensorMap normalize_state_dict_keys(const TensorMap& in, const std::string& path = "");
 
+// Throws CheckpointError naming `source`, the first tensor with NaN or Inf values, their
+// count and the first position: non-finite weights make every output NaN or zero.
+void check_finite_weights(const TensorMap& tensors, const std::string& source);
+
 // SHA-256 of bytes, as 64 lowercase hex digits.
 std::string sha256_hex(const void* data, size_t n);
 // Identity of a set of weights: SHA-256 over every tensor in sorted-name order

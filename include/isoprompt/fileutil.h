@@ -23,6 +23,11 @@ class AtomicOutput {
   bool committed_ = false;
 };
 
+// Unlinks the temporary files of every AtomicOutput not yet committed. Async-signal-safe:
+// the SIGTERM/SIGHUP handler calls it before the process dies. (After SIGKILL, which no
+// handler sees, the next AtomicOutput for the same path removes them.)
+void remove_pending_temporaries();
+
 // Throws InputError when `out` cannot be written: its directory is missing, or it
 // names the same file as one of `inputs` (which would be clobbered).
 void check_output_path(const std::string& out, const std::vector<std::string>& inputs = {});

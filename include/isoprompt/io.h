@@ -33,10 +33,19 @@
 
 namespace isoprompt {
 
+// What to do with NaN/Inf voxels of a float32 stack. Keep (the library default, for `info`
+// and `convert`) warns; Refuse (the CLI default of every command that computes on the
+// voxels) throws InputError with the count and the first position; Replace puts the median
+// of the finite 3x3x3 neighbours in their place and says how many (replace_non_finite).
+enum class NanPolicy { Keep, Refuse, Replace };
+// "refuse" / "replace" (the --nan flag); throws InputError otherwise.
+NanPolicy parse_nan_policy(const std::string& s);
+
 struct ReadOptions {
   int channel = -1;       // channel to read when the file has several (-1: there must be one)
   int time = -1;          // time point to read when the file has several (-1: there must be one)
   bool allow_2d = false;  // accept a single-plane image (a volume with z = 1)
+  NanPolicy nan = NanPolicy::Keep;
 };
 
 // What read_volume found out about the file (for `isoprompt info`).

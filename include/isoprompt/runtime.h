@@ -18,6 +18,8 @@ void configure_allocator();
 
 // Ctrl-C: the CLI installs a handler that sets a flag; long loops call
 // check_interrupted() at safe points, which throws Cancelled.
+// install_interrupt_handler() also makes SIGTERM and SIGHUP remove unfinished temporary
+// outputs before the process dies (remove_pending_temporaries).
 void install_interrupt_handler();
 bool interrupted();
 void request_interrupt();  // for tests

@@ -206,6 +206,7 @@ struct TuneResult {
   PromptInfo info;
   int64_t steps_run = 0;        // steps done in this call
   bool cancelled = false;       // Ctrl-C: stopped early, `model` is the best so far
+  bool evaluated = false;       // a validation after at least one training step finished
   bool out_of_time = false;     // time budget reached
   double cache_seconds = 0;     // time spent filling the feature cache
   std::vector<std::pair<int64_t, double>> val_history;  // (step, val PSNR)
@@ -215,7 +216,9 @@ struct TuneResult {
 // Tunes `backbone` to `vol`. In Prompt mode only the module's parameters train and the
 // backbone's tensors stay bitwise unchanged; in Full mode a copy of the backbone trains.
 // Progress shows step, loss, validation PSNR vs zero-shot and interpolation, and ETA.
-// Ctrl-C returns the best state so far with `cancelled` set (the caller saves it).
+// Ctrl-C returns the best state so far with `cancelled` set (the caller saves it, but only
+// when `evaluated`: an interrupted run never replaces a prompt file with an untrained one).
+// Throws Error when a validation PSNR is not a number (NaN or Inf in a prediction).
 // Throws InputError for bad parameters (before any work).
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params);
 

@@ -14,6 +14,7 @@
 #endif
 
 #include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
 
 namespace isoprompt {
 
@@ -25,6 +26,12 @@ extern "C" void on_sigint(int) {
     std::signal(SIGINT, SIG_DFL);
     std::raise(SIGINT);
   }
+}
+// SIGTERM / SIGHUP: no half-written temporary file is left behind; then the usual death.
+extern "C" void on_terminate(int sig) {
+  remove_pending_temporaries();
+  std::signal(sig, SIG_DFL);
+  std::raise(sig);
 }
 }  // namespace
 
@@ -48,7 +55,11 @@ void configure_allocator() {
 #endif
 }
 
-void install_interrupt_handler() { std::signal(SIGINT, on_sigint); }
+void install_interrupt_handler() {
+  std::signal(SIGINT, on_sigint);
+  std::signal(SIGTERM, on_terminate);
+  std::signal(SIGHUP, on_terminate);
+}
 bool interrupted() { return g_interrupted.load(std::memory_order_relaxed); }
 void request_interrupt() { g_interrupted = true; }
 void clear_interrupt() { g_interrupted = false; }

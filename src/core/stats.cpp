@@ -4,6 +4,8 @@
 #include <cmath>
 #include <limits>
 
+#include "isoprompt/error.h"
+
 namespace isoprompt {
 
 IntensityStats intensity_stats(const Volume& v) {
@@ -121,6 +123,77 @@ std::vector<double> percentiles(const Volume& v, const std::vector<double>& pcts
   std::vector<double> out(pcts.size());
   for (size_t j = 0; j < pcts.size(); ++j) out[j] = os[2 * j] + fracs[j] * (os[2 * j + 1] - os[2 * j]);
   return out;
+}
+
+NonFiniteReport find_non_finite(const Volume& v) {
+  NonFiniteReport r;
+  if (v.dtype() != DType::F32) return r;
+  const float* p = v.data<float>();
+  const int64_t n = v.numel();
+  int64_t nan = 0, inf = 0, first = n;
+#pragma omp parallel for reduction(+ : nan, inf) reduction(min : first) schedule(static)
+  for (int64_t i = 0; i < n; ++i) {
+    const bool is_nan = std::isnan(p[i]), is_inf = std::isinf(p[i]);
+    nan += is_nan;
+    inf += is_inf;
+    if ((is_nan || is_inf) && i < first) first = i;
+  }
+  r.nan_count = nan;
+  r.inf_count = inf;
+  if (first < n) {
+    const int64_t plane = v.ny() * v.nx();
+    r.first_z = first / plane;
+    r.first_y = first % plane / v.nx();
+    r.first_x = first % v.nx();
+  }
+  return r;
+}
+
+NonFiniteReport replace_non_finite(Volume& v) {
+  const NonFiniteReport r = find_non_finite(v);
+  if (r.count() == 0) return r;
+  float* p = v.data<float>();
+  const int64_t nz = v.nz(), ny = v.ny(), nx = v.nx(), n = v.numel();
+  if (r.count() == n) throw_input("the volume has no finite voxel ({} NaN, {} Inf): nothing to replace them with",
+                                  r.nan_count, r.inf_count);
+  auto median = [](std::vector<float>& vals) {
+    const size_t mid = vals.size() / 2;
+    std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(mid), vals.end());
+    const float upper = vals[mid];
+    if (vals.size() % 2) return upper;
+    const float lower = *std::max_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(mid));
+    return static_cast<float>(0.5 * (double(lower) + double(upper)));
+  };
+  std::vector<int64_t> bad;
+  bad.reserve(static_cast<size_t>(r.count()));
+  for (int64_t i = 0; i < n; ++i)
+    if (!std::isfinite(p[i])) bad.push_back(i);
+  // Computed from the original values first, written afterwards.
+  std::vector<float> repl(bad.size());
+  std::vector<float> vals;
+  float global = NAN;
+  for (size_t k = 0; k < bad.size(); ++k) {
+    const int64_t i = bad[k], z = i / (ny * nx), y = i / nx % ny, x = i % nx;
+    vals.clear();
+    for (int64_t dz = -1; dz <= 1; ++dz)
+      for (int64_t dy = -1; dy <= 1; ++dy)
+        for (int64_t dx = -1; dx <= 1; ++dx) {
+          const int64_t zz = z + dz, yy = y + dy, xx = x + dx;
+          if (zz < 0 || zz >= nz || yy < 0 || yy >= ny || xx < 0 || xx >= nx) continue;
+          const float q = p[(zz * ny + yy) * nx + xx];
+          if (std::isfinite(q)) vals.push_back(q);
+        }
+    if (vals.empty() && std::isnan(global)) {
+      std::vector<float> all;
+      all.reserve(static_cast<size_t>(n - r.count()));
+      for (int64_t j = 0; j < n; ++j)
+        if (std::isfinite(p[j])) all.push_back(p[j]);
+      global = median(all);
+    }
+    repl[k] = vals.empty() ? global : median(vals);
+  }
+  for (size_t k = 0; k < bad.size(); ++k) p[bad[k]] = repl[k];
+  return r;
 }
 
 }  // namespace isoprompt

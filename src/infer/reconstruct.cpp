@@ -158,9 +158,16 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
       const int64_t count = std::min(group, n_planes - first);
       at::Tensor up;
       {
-        const Volume block = upsample(extract_block(input, which, first, count), 0, k, p.interp, out_nz);
+        // Float input is normalised before the interpolation (which is linear, so the order
+        // does not matter in exact arithmetic): finite values near +-3.4e38 would overflow
+        // float32 in the interpolation or in x - lo. Integer input cannot, and keeps its order.
+        Volume raw = extract_block(input, which, first, count);
+        const bool normalised = raw.dtype() == DType::F32;
+        if (normalised) normalize_inplace(raw, norm);
+        const Volume block = upsample(raw, 0, k, p.interp, out_nz);
         const at::Tensor t = to_tensor(block).data;  // (out_nz, count, nx) or (out_nz, ny, count)
-        up = (xz ? t.permute({1, 0, 2}) : t.permute({2, 0, 1})).sub(lo).mul_(scale);  // P x Z x W
+        const at::Tensor planes = xz ? t.permute({1, 0, 2}) : t.permute({2, 0, 1});  // P x Z x W
+        up = normalised ? planes.clone() : planes.sub(lo).mul_(scale);
       }
       int64_t tiles_done = 0;
       const at::Tensor restored = restore_planes(up, restorer, plan, p.device, [&](int64_t n) {

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <sstream>
 
+#include "isoprompt/checked.h"
 #include "isoprompt/error.h"
 #include "isoprompt/io.h"
 
@@ -236,7 +237,7 @@ pugi::xml_node child_local(const pugi::xml_node& n, const char* local) {
 
 }  // namespace
 
-OmeMeta parse_ome(const std::string& xml, const std::string& path) {
+OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pages) {
   pugi::xml_document doc;
   const auto res = doc.load_buffer(xml.data(), xml.size());
   if (!res) throw_input("bad OME-XML in {}: {} at offset {}", path, res.description(), res.offset);
@@ -265,9 +266,15 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
   get_size("SizeZ", m.size_z, false);
   get_size("SizeC", m.size_c, false);
   get_size("SizeT", m.size_time, false);
-  if (m.size_z * m.size_c * m.size_time > (int64_t(1) << 32))
-    throw_input("bad OME-XML in {}: SizeZ*SizeC*SizeT = {} planes is implausible", path,
-                m.size_z * m.size_c * m.size_time);
+  // Each size is at most 1e15 (parse_int), but their product can overflow.
+  const auto planes = checked_product({m.size_z, m.size_c, m.size_time});
+  if (!planes)
+    throw_input("bad OME-XML in {}: SizeZ x SizeC x SizeT = {} x {} x {} planes is implausible", path, m.size_z,
+                m.size_c, m.size_time);
+  if (*planes > n_pages)
+    throw_input("OME-TIFF {} refers to {} planes ({} z x {} c x {} t) but has only {} pages in this file "
+                "(multi-file OME-TIFF is not supported)",
+                path, *planes, m.size_z, m.size_c, m.size_time, n_pages);
   m.dimension_order = printable(pixels.attribute("DimensionOrder").as_string("XYZCT"));
   {
     std::string o = m.dimension_order;
@@ -289,7 +296,7 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
   }
 
   // Plane -> IFD map. Without TiffData, planes are stored in DimensionOrder, one per IFD.
-  const int64_t n_planes = m.size_z * m.size_c * m.size_time;
+  const int64_t n_planes = *planes;
   m.plane_ifd.assign(static_cast<size_t>(n_planes), -1);
   bool any_tiffdata = false;
   for (auto td : pixels.children()) {
@@ -306,8 +313,11 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path) {
     int64_t count = td.attribute("PlaneCount").as_llong(0);
     const bool has_first = td.attribute("FirstZ") || td.attribute("FirstC") || td.attribute("FirstT");
     if (count <= 0) count = (td.attribute("IFD") || has_first) ? 1 : n_planes;
-    if (ifd < 0 || fz < 0 || fc < 0 || ft < 0 || count > n_planes)
+    if (ifd < 0 || !checked_add(ifd, count) || count > n_planes)
       throw_input("bad OME-XML in {}: TiffData IFD={} PlaneCount={} is out of range", path, ifd, count);
+    if (fz < 0 || fz >= m.size_z || fc < 0 || fc >= m.size_c || ft < 0 || ft >= m.size_time)
+      throw_input("bad OME-XML in {}: TiffData FirstZ={} FirstC={} FirstT={} is outside SizeZ={} SizeC={} SizeT={}",
+                  path, fz, fc, ft, m.size_z, m.size_c, m.size_time);
     const int64_t first = order_index(m.dimension_order, fz, fc, ft, m.size_z, m.size_c, m.size_time);
     for (int64_t k = 0; k < count && first + k < n_planes; ++k) {
       int64_t z, c, t;

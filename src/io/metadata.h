@@ -36,7 +36,9 @@ struct OmeMeta {
   int n_images = 1;
 };
 bool is_ome_description(const std::string& d);
-OmeMeta parse_ome(const std::string& xml, const std::string& path);
+// Throws InputError when the planes (SizeZ x SizeC x SizeT) outnumber `n_pages`, the pages
+// of this file (multi-file OME-TIFF is not supported), or their product overflows.
+OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pages);
 
 // Descriptions we write.
 std::string imagej_description(const Volume& v, double min_value, double max_value);

@@ -12,11 +12,13 @@
 
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
+#include "isoprompt/checked.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/io.h"
 #include "isoprompt/log.h"
 #include "isoprompt/progress.h"
+#include "isoprompt/stats.h"
 
 namespace fs = std::filesystem;
 
@@ -273,9 +275,9 @@ bool tifffile_layout(const std::string& desc, int64_t n_pages, const std::string
   }
   if (dims.size() < 3) return false;
   std::vector<int64_t> lead(dims.begin(), dims.end() - 2);
-  int64_t n_lead = 1;
-  for (int64_t d : lead) n_lead *= d;
-  if (n_lead != n_pages) return false;  // several series or a different layout: plain pages
+  // Checked: a product that overflows cannot equal the page count.
+  const auto n_lead = checked_product(lead);
+  if (!n_lead || *n_lead != n_pages) return false;  // several series or a different layout: plain pages
   int n_big = 0;
   for (int64_t d : lead) n_big += d > 1;
   if (n_big <= 1) return false;  // a plain stack
@@ -312,11 +314,13 @@ bool tifffile_layout(const std::string& desc, int64_t n_pages, const std::string
   return true;
 }
 
-Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& path, std::unique_ptr<io::ImageJMeta>& ij,
-                   std::unique_ptr<io::OmeMeta>& ome) {
+// `contiguous_max` is how many images a single-page file could hold after its first
+// page's data (ImageJ's large-stack layout); no plane count above it or n_pages is planned.
+Layout plan_layout(const std::string& desc, int64_t n_pages, int64_t contiguous_max, const std::string& path,
+                   std::unique_ptr<io::ImageJMeta>& ij, std::unique_ptr<io::OmeMeta>& ome) {
   Layout lay;
   if (io::is_ome_description(desc)) {
-    ome = std::make_unique<io::OmeMeta>(io::parse_ome(desc, path));
+    ome = std::make_unique<io::OmeMeta>(io::parse_ome(desc, path, n_pages));
     lay.flavor = "OME";
     lay.nz = ome->size_z;
     lay.nc = ome->size_c;
@@ -337,9 +341,12 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
     lay.nc = ij->channels;
     lay.nt = ij->frames;
     int64_t images = ij->images > 0 ? ij->images : n_pages;
-    lay.nz = ij->slices > 0 ? ij->slices : std::max<int64_t>(1, images / (lay.nc * lay.nt));
-    if (ij->images <= 0) images = lay.nz * lay.nc * lay.nt;
-    if (lay.nz * lay.nc * lay.nt != images)
+    // Every count is at most 1e15 (parse_imagej), but their products can overflow.
+    const auto c_t = checked_mul(lay.nc, lay.nt);
+    lay.nz = ij->slices > 0 ? ij->slices : std::max<int64_t>(1, c_t ? images / *c_t : 1);
+    const auto planes = checked_product({lay.nz, lay.nc, lay.nt});
+    if (ij->images <= 0 && planes) images = *planes;
+    if (!planes || *planes != images)
       throw_input("bad ImageJ metadata in {}: channels={} x slices={} x frames={} does not equal images={}", path,
                   lay.nc, lay.nz, lay.nt, images);
     if (images > n_pages) {
@@ -349,6 +356,9 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
         throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
                   n_pages);
     }
+    // More images than the file's bytes can hold: read_volume refuses the contiguous
+    // layout as truncated before anything is indexed, so no map is built for it.
+    if (lay.contiguous && images > contiguous_max) return lay;
     // ImageJ hyperstacks store channels fastest, then slices, then frames.
     lay.ifd.resize(static_cast<size_t>(images));
     for (int64_t t = 0; t < lay.nt; ++t)
@@ -363,6 +373,16 @@ Layout plan_layout(const std::string& desc, int64_t n_pages, const std::string& 
   for (int64_t z = 0; z < n_pages; ++z) lay.ifd[static_cast<size_t>(z)] = z;
   return lay;
 }
+
+}  // namespace
+
+NanPolicy parse_nan_policy(const std::string& s) {
+  if (s == "refuse") return NanPolicy::Refuse;
+  if (s == "replace") return NanPolicy::Replace;
+  throw_input("--nan must be refuse or replace, got '{}'", s);
+}
+
+namespace {
 
 int select_index(int requested, int64_t n, const char* what, const char* flag, const std::string& path) {
   if (requested < 0) {
@@ -406,6 +426,12 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   // An IFD chain that breaks off (pointing past the end) means the file was cut short.
   if (tf.messages().n_errors > 0)
     throw_input("truncated or corrupt TIFF file {}: {}", path, tf.error_text("bad page directory chain"));
+  // libtiff only warns about a chain that loops back, and counts the pages up to the loop:
+  // the file is corrupt, not a shorter stack.
+  if (tf.messages().warnings.find("IFD loop") != std::string::npos ||
+      tf.messages().warnings.find("IFD looping") != std::string::npos)
+    throw_input("corrupt TIFF file {}: its chain of page directories loops back after {} pages ({})", path, n_pages,
+                tf.messages().warnings.substr(0, tf.messages().warnings.find(';')));
   if (n_pages < 1 || !TIFFSetDirectory(t, 0))
     throw_input("corrupt TIFF file {}: {}", path, tf.error_text("no readable image directory"));
   info.pages = n_pages;
@@ -422,10 +448,12 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   const double page_bytes = double(f0.width) * double(f0.height) * double(f0.bps / 8);
   const double all_bytes = page_bytes * double(n_pages);
   // Deflate compresses at most ~1030:1, LZW ~1400:1, packbits 64:1 (constant data): more
-  // is a lie. zstd, LZMA and others can go far higher, so they get a loose bound only.
+  // is a lie. zstd reaches ~32000:1 on zeros and LZMA less, so the others get 1e5:1; LERC
+  // could claim more, but a 4 KB file claiming 4 GB would cost seconds and gigabytes
+  // before its decoder fails.
   const bool classic_codec = f0.compression == COMPRESSION_LZW || f0.compression == COMPRESSION_DEFLATE ||
                              f0.compression == COMPRESSION_ADOBE_DEFLATE || f0.compression == COMPRESSION_PACKBITS;
-  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : classic_codec ? 2000.0 : 1e6;
+  const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : classic_codec ? 2000.0 : 1e5;
   if (all_bytes > max_ratio * double(file_size) + 65536.0)
     throw_input(
         "implausible TIFF header in {}: {}x{} pixels x {} pages of {} ({}) but the file has only {} bytes{}", path,
@@ -435,7 +463,8 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   const std::string desc = read_description(t);
   std::unique_ptr<io::ImageJMeta> ij;
   std::unique_ptr<io::OmeMeta> ome;
-  const Layout lay = plan_layout(desc, n_pages, path, ij, ome);
+  const int64_t contiguous_max = page_bytes > 0 ? static_cast<int64_t>(double(file_size) / page_bytes) : 0;
+  const Layout lay = plan_layout(desc, n_pages, contiguous_max, path, ij, ome);
   info.flavor = lay.flavor;
   info.channels = static_cast<int>(lay.nc);
   info.times = static_cast<int>(lay.nt);
@@ -483,11 +512,14 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
       throw_input("{} has 1 page but its ImageJ metadata says images={}, and its data are not one uncompressed "
                   "block as ImageJ writes large stacks",
                   path, lay.images());
-    const uint64_t end = contiguous_offset + plane * static_cast<uint64_t>(lay.images());
-    if (end > file_size)
+    const auto data_bytes = checked_mul(static_cast<int64_t>(plane), lay.images());
+    const auto end = data_bytes && contiguous_offset <= file_size
+                         ? checked_add(*data_bytes, static_cast<int64_t>(contiguous_offset))
+                         : std::nullopt;
+    if (!end || static_cast<uint64_t>(*end) > file_size || lay.ifd.empty())
       throw_input("truncated TIFF file {}: its ImageJ metadata says images={} stored after page 0, which needs {} "
                   "bytes but the file has only {}",
-                  path, lay.images(), end, file_size);
+                  path, lay.images(), end ? std::to_string(*end) : "over 2^63", file_size);
     log_debug("{}: ImageJ contiguous stack of {} images at byte {}", path, lay.images(), contiguous_offset);
   }
   const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
@@ -565,17 +597,22 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   if (!tf.messages().warnings.empty()) log_debug("libtiff warnings for {}: {}", path, tf.messages().warnings);
 
   if (dtype == DType::F32) {
-    const float* d = vol.data<float>();
-    const int64_t n = vol.numel();
-    int64_t nan = 0, inf = 0;
-#pragma omp parallel for reduction(+ : nan, inf) schedule(static)
-    for (int64_t i = 0; i < n; ++i) {
-      nan += std::isnan(d[i]) ? 1 : 0;
-      inf += std::isinf(d[i]) ? 1 : 0;
+    const NonFiniteReport nf = find_non_finite(vol);
+    info.nan_count = nf.nan_count;
+    info.inf_count = nf.inf_count;
+    if (nf.count() > 0 && opts.nan == NanPolicy::Refuse)
+      throw_input("{} contains {} NaN and {} Inf voxels (the first at z {}, y {}, x {}): refused, as they would "
+                  "spread through the result; pass --nan replace to replace them by the median of their finite "
+                  "neighbours",
+                  path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
+    if (nf.count() > 0 && opts.nan == NanPolicy::Replace) {
+      replace_non_finite(vol);
+      log_warn("{}: replaced {} NaN and {} Inf voxels (the first at z {}, y {}, x {}) by the median of their "
+               "finite 3x3x3 neighbours",
+               path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
+    } else if (nf.count() > 0) {
+      log_warn("{} contains {} NaN and {} Inf voxels", path, nf.nan_count, nf.inf_count);
     }
-    info.nan_count = nan;
-    info.inf_count = inf;
-    if (nan || inf) log_warn("{} contains {} NaN and {} Inf voxels", path, nan, inf);
   }
   if (!info.calibrated)
     log_debug("{} has no calibration: voxel size 1,1,1 pixel (set it with --voxel-size)", path);

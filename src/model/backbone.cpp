@@ -46,7 +46,11 @@ SwinConfig infer_config(const TensorMap& sd, const std::string& source) {
   for (const auto& kv : sd) {
     std::smatch m;
     if (std::regex_search(kv.first, m, kBlock)) {
-      const int64_t s = std::stoll(m[1]), b = std::stoll(m[2]);
+      // A file can claim any index: 30 digits must be an input error, not std::stoll's.
+      const std::string si = m[1], bi = m[2];
+      if (si.size() > 4 || bi.size() > 4)
+        throw CheckpointError(fmt::format("{}: tensor '{}' has an implausible layer or block index", source, kv.first));
+      const int64_t s = std::stoll(si), b = std::stoll(bi);
       depth[s] = std::max(depth[s], b + 1);
     }
   }
@@ -92,6 +96,7 @@ SwinConfig infer_config(const TensorMap& sd, const std::string& source) {
 Backbone load_backbone(const std::string& path, torch::Device device) {
   std::map<std::string, std::string> metadata;
   TensorMap raw = read_tensor_file(path, &metadata);
+  check_finite_weights(raw, path);
   TensorMap sd = normalize_state_dict_keys(raw, path);
   Backbone bb;
   bb.metadata = metadata;

@@ -1,10 +1,12 @@
 // Safetensors reading/writing, key normalisation and weight hashing.
 #include "isoprompt/checkpoint.h"
 
+#include <algorithm>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "isoprompt/checked.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "model/sha256.h"
@@ -69,6 +71,11 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
   const char* data = bytes.data() + 8 + n;
   const uint64_t data_size = bytes.size() - 8 - n;
   TensorMap out;
+  struct ByteRange {
+    uint64_t begin, end;
+    std::string name;
+  };
+  std::vector<ByteRange> ranges;  // of the non-empty tensors, to refuse overlaps
   for (const auto& [name, entry] : header.items()) {
     if (name == "__metadata__") {
       if (metadata) {
@@ -89,12 +96,14 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
       const auto offs = entry.at("data_offsets").get<std::vector<uint64_t>>();
       if (offs.size() != 2 || offs[1] < offs[0])
         throw CheckpointError(fmt::format("{}: tensor '{}' has bad data_offsets", path, name));
-      int64_t numel = 1;
-      for (int64_t d : shape) {
+      for (int64_t d : shape)
         if (d < 0) throw CheckpointError(fmt::format("{}: tensor '{}' has a negative dimension", path, name));
-        numel *= d;
-      }
-      const uint64_t nbytes = uint64_t(numel) * c10::elementSize(type);
+      const auto numel = checked_product(shape);
+      const auto nbytes_checked = numel ? checked_mul(*numel, static_cast<int64_t>(c10::elementSize(type))) : numel;
+      if (!nbytes_checked)
+        throw CheckpointError(fmt::format("{}: tensor '{}' has an implausible shape {} (its size overflows)", path,
+                                          name, shape_str(shape)));
+      const uint64_t nbytes = static_cast<uint64_t>(*nbytes_checked);
       if (offs[1] - offs[0] != nbytes)
         throw CheckpointError(fmt::format("{}: tensor '{}' of shape {} {} needs {} bytes but its data_offsets span {}",
                                           path, name, shape_str(shape), dt, nbytes, offs[1] - offs[0]));
@@ -102,6 +111,7 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
         throw CheckpointError(fmt::format("{} is truncated: tensor '{}' ends at byte {} of the data but only {} bytes are present",
                                           path, name, offs[1], data_size));
       if (out.count(name)) throw CheckpointError(fmt::format("{}: duplicate tensor '{}'", path, name));
+      if (nbytes) ranges.push_back({offs[0], offs[1], name});
       at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
       if (nbytes) std::memcpy(t.data_ptr(), data + offs[0], nbytes);
       out.emplace(name, std::move(t));
@@ -110,6 +120,14 @@ TensorMap read_safetensors(const std::string& path, std::map<std::string, std::s
       throw CheckpointError(fmt::format("{}: malformed safetensors entry '{}': {}", path, name, e.what()));
     }
   }
+  // Each tensor owns its bytes (the format forbids shared ranges): an overlap is a corrupt
+  // or crafted file, whose tensors would silently alias.
+  std::stable_sort(ranges.begin(), ranges.end(), [](const ByteRange& a, const ByteRange& b) { return a.begin < b.begin; });
+  for (size_t i = 1; i < ranges.size(); ++i)
+    if (ranges[i].begin < ranges[i - 1].end)
+      throw CheckpointError(fmt::format("{}: tensors '{}' and '{}' overlap in the data (bytes {}-{} and {}-{})", path,
+                                        ranges[i - 1].name, ranges[i].name, ranges[i - 1].begin, ranges[i - 1].end,
+                                        ranges[i].begin, ranges[i].end));
   return out;
 }
 
@@ -192,6 +210,19 @@ TensorMap normalize_state_dict_keys(const TensorMap& in, const std::string& path
       throw CheckpointError(fmt::format("{}: two tensors map to the same key '{}' after renaming", path, k));
   }
   return out;
+}
+
+void check_finite_weights(const TensorMap& tensors, const std::string& source) {
+  for (const auto& [name, t] : tensors) {
+    if (!t.is_floating_point()) continue;
+    const at::Tensor bad = t.isfinite().logical_not().reshape({-1});
+    const int64_t n = bad.sum().item<int64_t>();
+    if (n == 0) continue;
+    const int64_t first = bad.nonzero().min().item<int64_t>();
+    throw CheckpointError(fmt::format("{}: tensor '{}' has {} NaN/Inf values (first at element {} of {}): "
+                                      "non-finite weights are refused",
+                                      source, name, n, first, t.numel()));
+  }
 }
 
 std::string sha256_hex(const void* data, size_t n) {

@@ -26,7 +26,20 @@ void SwinConfig::validate() const {
     if (depths[i] < 1) bad("every depth must be >= 1");
     if (num_heads[i] < 1 || embed_dim % num_heads[i] != 0) bad("embed_dim must be a multiple of every num_heads");
   }
+  if (!(mlp_ratio <= 64)) bad("mlp_ratio must be <= 64");
   if (!(mlp_ratio > 0) || mlp_hidden() < 1) bad("mlp_ratio must give a hidden size >= 1");
+  // Upper bounds far above any real model (UniFMIR: embed 180, window 8), so that a
+  // crafted configuration is refused here instead of exhausting memory when built.
+  if (in_chans > 64) bad("in_chans must be <= 64");
+  if (embed_dim > 8192) bad("embed_dim must be <= 8192");
+  if (num_feat > 8192) bad("num_feat must be <= 8192");
+  if (window_size > 64) bad("window_size must be <= 64");
+  if (img_size > 8192) bad("img_size must be <= 8192");
+  if (depths.size() > 64) bad("at most 64 stages");
+  for (size_t i = 0; i < depths.size(); ++i) {
+    if (depths[i] > 256) bad("every depth must be <= 256");
+    if (num_heads[i] > embed_dim) bad("num_heads must be <= embed_dim");
+  }
 }
 
 std::string SwinConfig::to_json() const {
@@ -48,6 +61,9 @@ SwinConfig SwinConfig::from_json(const std::string& text) {
     const auto j = nlohmann::json::parse(text);
     if (!j.is_object()) throw CheckpointError("model configuration is not a JSON object: " + text);
     for (const auto& [k, v] : j.items()) {
+      // Whole numbers only: get<int64_t>() would truncate 1e30 with undefined behaviour.
+      if (k != "mlp_ratio" && !(v.is_number_integer() || v.is_array()))
+        throw CheckpointError(fmt::format("model configuration field '{}' is not a whole number in {}", k, text));
       if (k == "in_chans") c.in_chans = v.get<int64_t>();
       else if (k == "embed_dim") c.embed_dim = v.get<int64_t>();
       else if (k == "depths") c.depths = v.get<std::vector<int64_t>>();

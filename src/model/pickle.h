@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
@@ -23,17 +24,27 @@ struct PyObj {
   std::string s;  // Str value, Global "module.name", Opaque class name
   std::vector<PyRef> items;                      // Tuple, List
   std::vector<std::pair<PyRef, PyRef>> dict;     // Dict, insertion order (OrderedDict -> Dict)
+  std::unordered_map<std::string, size_t> str_index;  // Dict: string key -> position in `dict`
   at::Tensor tensor;                             // Tensor (storages are 1-D tensors)
 };
 
+// The object graph a pickle builds can be cyclic (a dict that holds itself) or millions of
+// levels deep, so the Unpickler owns every object it makes and its destructor unlinks them
+// one by one: the graph is never freed by recursion. The object run() returns is valid
+// while the Unpickler lives.
 class Unpickler {
  public:
   // Loads storage `key` of `numel` elements of type `dt` (called once per key).
   using StorageLoader = std::function<at::Tensor(const std::string& key, at::ScalarType dt, int64_t numel)>;
   Unpickler(const std::string& bytes, std::string source, StorageLoader loader);
+  ~Unpickler();
+  Unpickler(const Unpickler&) = delete;
+  Unpickler& operator=(const Unpickler&) = delete;
   PyRef run();  // throws CheckpointError
 
  private:
+  PyRef make(PyObj::Kind k);
+  PyRef call(const PyRef& fn, const std::vector<PyRef>& args, int depth);
   [[noreturn]] void fail(const std::string& what) const;
   const char* take(size_t n);
   uint64_t read_le(size_t n);
@@ -43,7 +54,6 @@ class Unpickler {
   std::vector<PyRef> pop_mark();
   void memo_put(uint64_t i);
   PyRef memo_get(uint64_t i);
-  PyRef call(const PyRef& fn, const std::vector<PyRef>& args);
 
   const std::string& p_;
   size_t pos_ = 0;
@@ -53,6 +63,7 @@ class Unpickler {
   std::vector<size_t> marks_;
   std::vector<PyRef> memo_;
   std::map<std::string, at::Tensor> storages_;
+  std::vector<PyRef> objects_;  // everything make() returned, for the non-recursive teardown
 };
 
 }  // namespace isoprompt::detail

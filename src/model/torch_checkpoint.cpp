@@ -8,23 +8,20 @@
 #include <cstring>
 #include <fstream>
 #include <memory>
+#include <optional>
 #include <unordered_map>
 
+#include "isoprompt/checked.h"
 #include "isoprompt/checkpoint.h"
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "model/pickle.h"
+#include "model/shapes.h"
 
 namespace isoprompt {
 namespace detail {
 
 namespace {
-
-PyRef make(PyObj::Kind k) {
-  auto o = std::make_shared<PyObj>();
-  o->kind = k;
-  return o;
-}
 
 at::ScalarType storage_dtype(const std::string& name, bool* ok) {
   static const std::pair<const char*, at::ScalarType> kMap[] = {
@@ -43,12 +40,27 @@ at::ScalarType storage_dtype(const std::string& name, bool* ok) {
 Unpickler::Unpickler(const std::string& bytes, std::string source, StorageLoader loader)
     : p_(bytes), src_(std::move(source)), load_storage_(std::move(loader)) {}
 
+Unpickler::~Unpickler() {
+  // Unlink first, then free: no object's destructor reaches another object.
+  for (const PyRef& o : objects_) {
+    o->items.clear();
+    o->dict.clear();
+  }
+}
+
+PyRef Unpickler::make(PyObj::Kind k) {
+  auto o = std::make_shared<PyObj>();
+  o->kind = k;
+  objects_.push_back(o);
+  return o;
+}
+
 void Unpickler::fail(const std::string& what) const {
   throw CheckpointError(fmt::format("{}: cannot read the pickle in this checkpoint: {} (at byte {})", src_, what, pos_));
 }
 
 const char* Unpickler::take(size_t n) {
-  if (pos_ + n > p_.size()) fail("unexpected end of data");
+  if (n > p_.size() - pos_) fail("unexpected end of data");  // (pos_ + n could wrap)
   const char* r = p_.data() + pos_;
   pos_ += n;
   return r;
@@ -91,7 +103,8 @@ std::vector<PyRef> Unpickler::pop_mark() {
 }
 
 void Unpickler::memo_put(uint64_t i) {
-  if (i > (uint64_t(1) << 24)) fail(fmt::format("memo index {} out of range", i));
+  // Each memo entry costs an opcode, so no valid index exceeds the pickle's length.
+  if (i > p_.size()) fail(fmt::format("memo index {} out of range", i));
   if (memo_.size() <= i) memo_.resize(i + 1);
   memo_[i] = top();
 }
@@ -102,13 +115,20 @@ PyRef Unpickler::memo_get(uint64_t i) {
 }
 
 static void dict_set(PyObj& d, const PyRef& k, const PyRef& v) {
-  if (k->kind == PyObj::Str)
-    for (auto& kv : d.dict)
-      if (kv.first->kind == PyObj::Str && kv.first->s == k->s) { kv.second = v; return; }
+  // Indexed, so a crafted dict of a million keys costs linear, not quadratic, time.
+  if (k->kind == PyObj::Str) {
+    const auto [it, fresh] = d.str_index.emplace(k->s, d.dict.size());
+    if (!fresh) {
+      d.dict[it->second].second = v;
+      return;
+    }
+  }
   d.dict.emplace_back(k, v);
 }
 
-PyRef Unpickler::call(const PyRef& fn, const std::vector<PyRef>& args) {
+PyRef Unpickler::call(const PyRef& fn, const std::vector<PyRef>& args, int depth) {
+  // _rebuild_from_type_v2 calls its first argument; torch.save nests it once.
+  if (depth > 8) fail("_rebuild_from_type_v2 nested too deeply");
   if (fn->kind != PyObj::Global) {
     auto o = make(PyObj::Opaque);
     o->s = "<call of non-global>";
@@ -121,17 +141,32 @@ PyRef Unpickler::call(const PyRef& fn, const std::vector<PyRef>& args) {
         args[2]->kind != PyObj::Tuple || args[3]->kind != PyObj::Tuple)
       fail("malformed _rebuild_tensor_v2 arguments");
     std::vector<int64_t> size, stride;
-    for (const auto& a : args[2]->items) size.push_back(a->i);
-    for (const auto& a : args[3]->items) stride.push_back(a->i);
+    for (const auto& a : args[2]->items) {
+      if (a->kind != PyObj::Int || a->i < 0) fail("tensor size is not a list of non-negative integers");
+      size.push_back(a->i);
+    }
+    for (const auto& a : args[3]->items) {
+      if (a->kind != PyObj::Int || a->i < 0) fail("tensor stride is not a list of non-negative integers");
+      stride.push_back(a->i);
+    }
     if (size.size() != stride.size()) fail("tensor size and stride differ in length");
+    if (size.size() > 64) fail(fmt::format("tensor has {} dimensions", size.size()));
     const at::Tensor& storage = args[0]->tensor;
-    int64_t last = args[1]->i;
-    for (size_t d = 0; d < size.size(); ++d)
-      if (size[d] > 0) last += (size[d] - 1) * stride[d];
+    const int64_t offset = args[1]->i;
+    if (offset < 0) fail(fmt::format("tensor storage offset {} is negative", offset));
     const bool empty = std::any_of(size.begin(), size.end(), [](int64_t s) { return s == 0; });
-    if (!empty && last >= storage.numel()) fail("tensor view exceeds its storage");
+    // The last element a view reaches, checked: size 2^62 must not wrap around.
+    std::optional<int64_t> last = offset;
+    for (size_t d = 0; d < size.size() && last && !empty; ++d) {
+      const auto span = checked_mul(size[d] - 1, stride[d]);
+      last = span ? checked_add(*last, *span) : std::nullopt;
+    }
+    if (!empty && (!last || *last >= storage.numel()))
+      fail(fmt::format("tensor view {} (stride {}, offset {}) exceeds its storage of {} elements", shape_str(size),
+                       shape_str(stride), offset, storage.numel()));
+    if (empty && !checked_product(size)) fail("tensor size overflows");
     auto o = make(PyObj::Tensor);
-    o->tensor = empty ? at::empty(size, storage.options()) : storage.as_strided(size, stride, args[1]->i);
+    o->tensor = empty ? at::empty(size, storage.options()) : storage.as_strided(size, stride, offset);
     return o;
   }
   if (name == "torch._utils._rebuild_parameter" || name == "torch._utils._rebuild_parameter_with_state") {
@@ -140,7 +175,7 @@ PyRef Unpickler::call(const PyRef& fn, const std::vector<PyRef>& args) {
   }
   if (name == "torch._utils._rebuild_from_type_v2") {
     if (args.size() < 3 || args[2]->kind != PyObj::Tuple) fail("malformed _rebuild_from_type_v2 arguments");
-    return call(args[0], args[2]->items);
+    return call(args[0], args[2]->items, depth + 1);
   }
   auto o = make(PyObj::Opaque);
   o->s = name;
@@ -251,7 +286,7 @@ PyRef Unpickler::run() {
       case 'R': {                                               // REDUCE
         PyRef args = pop(), fn = pop();
         if (args->kind != PyObj::Tuple) fail("REDUCE arguments are not a tuple");
-        stack_.push_back(call(fn, args->items));
+        stack_.push_back(call(fn, args->items, 0));
         break;
       }
       case 0x81: {                                              // NEWOBJ
@@ -308,6 +343,7 @@ PyRef Unpickler::run() {
         const at::ScalarType dt = storage_dtype(pid->items[1]->s, &ok);
         if (!ok) fail("unsupported storage type " + pid->items[1]->s);
         const std::string& key = pid->items[2]->s;
+        if (pid->items[4]->i < 0) fail(fmt::format("storage {} has a negative size {}", key, pid->items[4]->i));
         auto it = storages_.find(key);
         if (it == storages_.end()) it = storages_.emplace(key, load_storage_(key, dt, pid->items[4]->i)).first;
         auto o = make(PyObj::Tensor);
@@ -328,16 +364,28 @@ namespace {
 using detail::PyObj;
 using detail::PyRef;
 
-void flatten(const PyRef& o, const std::string& prefix, TensorMap& out, std::vector<std::string>* order) {
+// A state_dict nests a few levels (a dict of module dicts at most); anything deeper, or a
+// dict that contains itself, is not one.
+constexpr int kMaxNesting = 32;
+
+void flatten(const PyRef& o, const std::string& prefix, TensorMap& out, std::vector<std::string>* order,
+             const std::string& path, std::vector<const PyObj*>& open) {
   if (o->kind == PyObj::Tensor) {
     if (out.emplace(prefix, o->tensor).second && order) order->push_back(prefix);
     return;
   }
   if (o->kind != PyObj::Dict) return;
+  if (std::find(open.begin(), open.end(), o.get()) != open.end())
+    throw CheckpointError(fmt::format("{} is not a state_dict: the dict at '{}' contains itself", path, prefix));
+  if (open.size() >= kMaxNesting)
+    throw CheckpointError(
+        fmt::format("{} is not a state_dict: dicts nested more than {} levels deep (at '{}')", path, kMaxNesting, prefix));
+  open.push_back(o.get());
   for (const auto& [k, v] : o->dict) {
     if (k->kind != PyObj::Str) continue;
-    flatten(v, prefix.empty() ? k->s : prefix + "." + k->s, out, order);
+    flatten(v, prefix.empty() ? k->s : prefix + "." + k->s, out, order, path, open);
   }
+  open.pop_back();
 }
 
 const PyRef* dict_get(const PyObj& d, const std::string& key) {
@@ -383,7 +431,10 @@ TensorMap read_torch_checkpoint(const std::string& path, std::vector<std::string
     try {
       if (!reader->hasRecord(rec)) throw CheckpointError(fmt::format("{} is corrupt: storage record {} is missing", path, rec));
       auto [ptr, size] = reader->getRecord(rec);
-      const size_t need = size_t(numel) * c10::elementSize(dt);
+      const auto need_bytes = checked_mul(numel, static_cast<int64_t>(c10::elementSize(dt)));
+      if (!need_bytes)
+        throw CheckpointError(fmt::format("{} is corrupt: storage {} claims {} elements", path, rec, numel));
+      const size_t need = static_cast<size_t>(*need_bytes);
       if (size < need)
         throw CheckpointError(fmt::format("{} is corrupt: storage {} has {} bytes, expected {}", path, rec, size, need));
       at::Tensor t = at::empty({numel}, at::TensorOptions().dtype(dt));
@@ -408,7 +459,8 @@ TensorMap read_torch_checkpoint(const std::string& path, std::vector<std::string
       throw CheckpointError(fmt::format("{}: '{}' holds a pickled Python object ({}), not a state_dict", path, key, (*v)->s));
   }
   TensorMap out;
-  flatten(inner ? *inner : root, "", out, order);
+  std::vector<const PyObj*> open;
+  flatten(inner ? *inner : root, "", out, order, path, open);
   if (out.empty()) throw CheckpointError(fmt::format("{} holds no tensors", path));
   return out;
 }

@@ -5,6 +5,7 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -487,10 +488,27 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
     st.m[i].copy_(t.at("adam_m/" + name));
     st.v[i].copy_(t.at("adam_v/" + name));
   }
-  st.step = std::stoll(get("step"));
-  st.seconds_before = std::stod(get("seconds"));
-  st.loss_acc = std::stod(get("loss_acc"));
-  st.loss_n = std::stoll(get("loss_n"));
+  // Metadata is file content: a bad number is a CheckpointError, not std::stoll's exception.
+  auto number = [&](const std::string& k) {
+    const std::string s = get(k);
+    char* end = nullptr;
+    errno = 0;
+    const double v = std::strtod(s.c_str(), &end);
+    if (s.empty() || *end != '\0' || errno == ERANGE || !std::isfinite(v))
+      throw CheckpointError(fmt::format("{}: metadata '{}' is not a number: '{}'", path, k, s));
+    return v;
+  };
+  auto whole = [&](const std::string& k) {
+    const double v = number(k);
+    if (v < 0 || v != std::floor(v) || v > 1e15)
+      throw CheckpointError(
+          fmt::format("{}: metadata '{}' is not a step count: '{}'", path, k, get(k)));
+    return static_cast<int64_t>(v);
+  };
+  st.step = whole("step");
+  st.seconds_before = number("seconds");
+  st.loss_acc = number("loss_acc");
+  st.loss_n = whole("loss_n");
 }
 
 double lr_at(const PretrainParams& p, int64_t step) {
@@ -522,9 +540,12 @@ void validate_params(const PretrainParams& p) {
     throw_input("--data-fraction must be in [0, 1], got {}", p.data_fraction);
   if (p.val_crop < 16) throw_input("--val-crop must be >= 16, got {}", p.val_crop);
   if (p.val_pairs < 1) throw_input("--val-pairs must be >= 1, got {}", p.val_pairs);
-  if (!p.checkpoint_path.empty()) check_output_path(p.checkpoint_path);
-  if (!p.export_path.empty()) check_output_path(p.export_path);
-  if (!p.log_csv.empty()) check_output_path(p.log_csv);
+  // The checkpoint may be the file resumed from (that is how a run continues); nothing
+  // else may overwrite an input or another output.
+  if (!p.checkpoint_path.empty()) check_output_path(p.checkpoint_path, {p.export_path, p.log_csv});
+  if (!p.export_path.empty())
+    check_output_path(p.export_path, {p.resume_path, p.checkpoint_path, p.log_csv});
+  if (!p.log_csv.empty()) check_output_path(p.log_csv, {p.resume_path});
 }
 
 std::string iso_date() {
@@ -689,8 +710,8 @@ PretrainResult pretrain(const PretrainParams& p, c10::Device device) {
         {"description", p.corpus.empty() ? "isoprompt backbone pretrained from scratch on "
                                            "procedural phantoms (isoprompt pretrain)"
                                          : "isoprompt backbone pretrained from scratch on real "
-                                           "microscopy images and procedural "
-                                           "phantoms (isoprompt pretrain --data)"},
+                                           "microscopy images and procedural phantoms (isoprompt "
+                                           "pretrain --data)"},
         {"input_interp", interp_name(p.pairs.interp)},
         {"val_groups", val_groups_json(res.val_groups)},
         {"pretrain_steps", std::to_string(res.steps_done)},

@@ -1,3 +1,5 @@
+#include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <sstream>
 
@@ -38,13 +40,18 @@ struct MetaReader {
           fmt::format("prompt file {}: metadata '{}' is not a number: '{}'", source, key, s));
     return v;
   }
-  int64_t integer(const std::string& key) const {
+  // Sizes are bounded as the CLI bounds them: the module is allocated from them.
+  int64_t integer(const std::string& key, int64_t lo = 0, int64_t hi = INT64_MAX) const {
     const std::string& s = str(key);
     char* end = nullptr;
+    errno = 0;
     const long long v = std::strtoll(s.c_str(), &end, 10);
-    if (s.empty() || *end != '\0')
+    if (s.empty() || *end != '\0' || errno == ERANGE)
       throw CheckpointError(
           fmt::format("prompt file {}: metadata '{}' is not an integer: '{}'", source, key, s));
+    if (v < lo || v > hi)
+      throw CheckpointError(
+          fmt::format("prompt file {}: metadata '{}' = {} is outside {}..{}", source, key, v, lo, hi));
     return v;
   }
 };
@@ -127,9 +134,9 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   p.norm.hi = r.real("norm_hi");
   p.pmin = r.real("norm_pmin");
   p.pmax = r.real("norm_pmax");
-  p.prompt.num_prompts = r.integer("num_prompts");
-  p.prompt.attn_dim = r.integer("attn_dim");
-  p.prompt.query_rank = r.integer("query_rank");
+  p.prompt.num_prompts = r.integer("num_prompts", 0, 4096);
+  p.prompt.attn_dim = r.integer("attn_dim", 0, 4096);
+  p.prompt.query_rank = r.integer("query_rank", 0, 4096);
   p.steps = r.integer("steps");
   p.best_step = r.integer("best_step");
   p.val_psnr = r.real("val_psnr");
@@ -170,6 +177,7 @@ LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
   TensorMap tensors = read_safetensors(path, &meta);
   if (!meta.count("isoprompt_kind"))
     throw CheckpointError(fmt::format("{} is not an isoprompt prompt file (no isoprompt metadata)", path));
+  check_finite_weights(tensors, path);
   LoadedPrompt out;
   out.info = PromptInfo::from_metadata(meta, path);
   if (out.info.backbone_hash != backbone.hash)

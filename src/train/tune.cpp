@@ -26,9 +26,18 @@ const char* degrade_model_name(DegradeParams::Model m) {
 
 namespace {
 
+// 99 dB stands for a perfect match; a NaN or Inf anywhere gives NaN, never 99.
 double psnr_db(const at::Tensor& pred, const at::Tensor& target) {
   const double mse = (pred.to(at::kDouble) - target.to(at::kDouble)).pow(2).mean().item<double>();
+  if (!std::isfinite(mse)) return NAN;
   return mse > 0 ? 10.0 * std::log10(1.0 / mse) : 99.0;
+}
+
+// A score over NaN-polluted predictions must not be reported (nor steer the best state).
+double checked_psnr(double db, const char* what) {
+  if (std::isnan(db))
+    throw_error("the {} validation PSNR is not a number: its predictions hold NaN or Inf values", what);
+  return db;
 }
 
 void check_params(const TuneParams& p) {
@@ -219,9 +228,9 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
         preds.push_back(backbone.net->forward(x));
       }
     }
-    zero_shot = psnr_db(at::cat(preds), val.target);
+    zero_shot = checked_psnr(psnr_db(at::cat(preds), val.target), "zero-shot");
   }
-  const double interp_psnr = psnr_db(val.input, val.target);
+  const double interp_psnr = checked_psnr(psnr_db(val.input, val.target), "interpolation");
   auto evaluate = [&]() {
     torch::NoGradGuard g;
     std::vector<at::Tensor> preds;
@@ -231,7 +240,7 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
       else
         preds.push_back(model.forward(val.input.slice(0, i, i + chunk)));
     }
-    return psnr_db(at::cat(preds), val.target);
+    return checked_psnr(psnr_db(at::cat(preds), val.target), "tuned model's");
   };
 
   FeatureCache cache;
@@ -336,6 +345,7 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
       const bool out_of_time = params.time_budget_s > 0 && elapsed() >= params.time_budget_s;
       if (step % params.eval_every == 0 || step == params.steps || out_of_time) {
         last_val = evaluate();
+        res.evaluated = true;
         res.val_history.emplace_back(step, last_val);
         if (last_val > best) {
           best = last_val;

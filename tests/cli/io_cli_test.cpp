@@ -18,31 +18,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The single "error: ..." line of stderr (other lines may be warnings).
-std::string error_line(const std::string& err) {
-  std::string found;
-  int n = 0;
-  size_t start = 0;
-  while (start < err.size()) {
-    size_t end = err.find('\n', start);
-    if (end == std::string::npos) end = err.size();
-    const std::string line = err.substr(start, end - start);
-    if (line.rfind("error: ", 0) == 0) {
-      found = line.substr(7);
-      ++n;
-    }
-    start = end + 1;
-  }
-  return n == 1 ? found : fmt::format("({} error lines in: {})", n, err);
-}
-
-std::vector<std::string> files_in(const std::string& dir) {
-  std::vector<std::string> names;
-  for (auto& e : fs::directory_iterator(dir)) names.push_back(e.path().filename().string());
-  std::sort(names.begin(), names.end());
-  return names;
-}
-
 // A 3-plane uint16 stack with values up to 1000, calibrated 0.5 x 0.1 x 0.1 µm.
 std::string small_stack(const TempDir& dir) {
   std::vector<RawPage> pages;

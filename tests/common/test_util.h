@@ -36,6 +36,13 @@ class TempDir {
 
 std::string read_text(const std::string& path);
 
+// The single "error: ..." line of stderr without its prefix (other lines may be warnings);
+// a description of what was found when there is not exactly one.
+std::string error_line(const std::string& err);
+
+// Names in `dir`, sorted.
+std::vector<std::string> files_in(const std::string& dir);
+
 }  // namespace isoprompt::test
 
 // Skips the current test when a file from ../shared is missing, printing the

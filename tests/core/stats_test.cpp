@@ -1,7 +1,11 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
+#include "isoprompt/checked.h"
+#include "isoprompt/error.h"
 #include "isoprompt/stats.h"
 
 using namespace isoprompt;
@@ -36,4 +40,48 @@ TEST(Stats, FloatPercentilesExcludeNanAndCountThem) {
 TEST(Stats, RejectsBadPercentile) {
   Volume v({1, 1, 2}, DType::U8);
   EXPECT_THROW(percentiles(v, {101}), InputError);
+}
+
+TEST(Checked, MultiplicationAndAdditionReportOverflow) {
+  EXPECT_EQ(checked_mul(int64_t(1) << 31, int64_t(1) << 31), int64_t(1) << 62);
+  EXPECT_FALSE(checked_mul(int64_t(1) << 32, int64_t(1) << 32));
+  EXPECT_FALSE(checked_mul(7, 7905747460161236407));  // wraps to 1 unchecked
+  EXPECT_FALSE(checked_add(INT64_MAX, 1));
+  EXPECT_EQ(checked_add(-5, 3), -2);
+  EXPECT_EQ(checked_product({2, 3, 7}), 42);
+  EXPECT_FALSE(checked_product({2, 3, 7}, 41));  // over the limit
+  EXPECT_FALSE(checked_product({4294967296, 4294967296, 1}));
+  EXPECT_EQ(checked_product(std::vector<int64_t>{}), 1);
+}
+
+TEST(Stats, NonFiniteVoxelsAreFoundAndReplacedByTheirNeighboursMedian) {
+  Volume v({3, 3, 3}, DType::F32);
+  float* d = v.data<float>();
+  for (int i = 0; i < 27; ++i) d[i] = float(i);
+  d[13] = NAN;      // the centre: neighbours 1..26 but 13 (0 is Inf): 25 values, median 14
+  d[0] = INFINITY;  // a corner: neighbours 1, 3, 4, 9, 10, 12 (13 is NaN): median (4 + 9) / 2
+  const NonFiniteReport found = find_non_finite(v);
+  EXPECT_EQ(found.nan_count, 1);
+  EXPECT_EQ(found.inf_count, 1);
+  EXPECT_EQ(found.first_z, 0);
+  EXPECT_EQ(found.first_y, 0);
+  EXPECT_EQ(found.first_x, 0);
+  const NonFiniteReport replaced = replace_non_finite(v);
+  EXPECT_EQ(replaced.count(), 2);
+  EXPECT_EQ(d[13], 14.0f);  // from the original values: the corner's Inf is excluded, not its replacement
+  EXPECT_EQ(d[0], 6.5f);
+  EXPECT_EQ(find_non_finite(v).count(), 0);
+  // No finite neighbour: the median of the whole volume.
+  Volume w({1, 1, 7}, DType::F32);
+  float* e = w.data<float>();
+  const float vals[7] = {NAN, NAN, NAN, 1.f, 2.f, 30.f, NAN};
+  std::copy(vals, vals + 7, e);
+  replace_non_finite(w);
+  EXPECT_EQ(e[0], 2.0f);  // x = 0 and 1 see only NaN: the median of {1, 2, 30}
+  EXPECT_EQ(e[1], 2.0f);
+  EXPECT_EQ(e[2], 1.0f);  // sees x = 3
+  EXPECT_EQ(e[6], 30.0f);
+  Volume all_nan({1, 1, 2}, DType::F32);
+  all_nan.data<float>()[0] = all_nan.data<float>()[1] = NAN;
+  EXPECT_THROW(replace_non_finite(all_nan), InputError);
 }

@@ -142,3 +142,25 @@ TEST(Progress, FormatsDurations) {
   EXPECT_EQ(Progress::format_duration(3723), "1:02:03");
   EXPECT_EQ(Progress::format_duration(-1), "--:--");
 }
+
+// What the SIGTERM handler does: an unfinished temporary output is unlinked; a committed
+// or destroyed one is no longer pending.
+TEST(AtomicOutput, PendingTemporariesAreRemovedOnTermination) {
+  test::TempDir dir;
+  AtomicOutput a(dir.file("a.tif"));
+  {
+    std::FILE* f = std::fopen(a.temp_path().c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  AtomicOutput b(dir.file("b.tif"));
+  {
+    std::FILE* f = std::fopen(b.temp_path().c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fclose(f);
+  }
+  b.commit();
+  remove_pending_temporaries();
+  EXPECT_FALSE(file_exists(a.temp_path()));
+  EXPECT_TRUE(file_exists(dir.file("b.tif")));
+}

@@ -141,7 +141,7 @@ TEST(TiffWrite, OmeXmlIsValidAndCalibrated) {
   const Volume v = pattern_volume(DType::U16, {4, 3, 2});
   write_volume(dir.file("o.ome.tiff"), v);
   const std::string d = tiff_description(dir.file("o.ome.tiff"));
-  const io::OmeMeta m = io::parse_ome(d, "o");
+  const io::OmeMeta m = io::parse_ome(d, "o", 4);
   EXPECT_EQ(m.size_x, 2);
   EXPECT_EQ(m.size_y, 3);
   EXPECT_EQ(m.size_z, 4);
@@ -424,7 +424,7 @@ TEST(TiffRead, OmeTiffDataMapsPlanes) {
   const std::string xml =
       "<OME><Image><Pixels DimensionOrder=\"XYZCT\" SizeX=\"1\" SizeY=\"1\" SizeZ=\"3\">"
       "<TiffData FirstZ=\"2\" IFD=\"0\"/><TiffData FirstZ=\"0\" IFD=\"1\" PlaneCount=\"2\"/></Pixels></Image></OME>";
-  const io::OmeMeta m = io::parse_ome(xml, "x");
+  const io::OmeMeta m = io::parse_ome(xml, "x", 3);
   EXPECT_EQ(m.ifd_of(2, 0, 0), 0);
   EXPECT_EQ(m.ifd_of(0, 0, 0), 1);
   EXPECT_EQ(m.ifd_of(1, 0, 0), 2);
@@ -586,8 +586,8 @@ TEST(TiffReadErrors, ImplausibleHeaderDimensions) {
 TEST(TiffReadErrors, StackLargerThanMemory) {
   if (!TIFFIsCODECConfigured(COMPRESSION_ZSTD)) GTEST_SKIP() << "libtiff without zstd";
   const double ram = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGE_SIZE));
-  // Incompressible pages of ram/1e5 bytes, so the file backs up to ~2e5 * ram/1e5 bytes of
-  // claimed data under the 1e6:1 bound; then claim a little more than ram.
+  // Incompressible pages of ram/1e5 bytes, so the file backs up to ~2 x ram bytes of
+  // claimed data under the 1e5:1 bound; then claim a little more than ram (ratio ~5e4).
   const uint32_t side = static_cast<uint32_t>(std::sqrt(ram / 1e5 / 2)) + 1;
   uint32_t seed = 1;
   RawPage p = make_page<uint16_t>(side, side, [&](uint32_t, uint32_t) { return (seed = seed * 1103515245u + 12345u) >> 16; });

@@ -331,6 +331,8 @@ TEST(Tune, ResumeAddsStepsAndCtrlCKeepsTheStart) {
   clear_interrupt();
   EXPECT_TRUE(c.cancelled);
   EXPECT_EQ(c.steps_run, 0);
+  EXPECT_FALSE(c.evaluated);  // so the CLI keeps an existing prompt file (issue 14)
+  EXPECT_TRUE(r.evaluated);
   const at::Tensor x = torch::rand({1, 1, 16, 16});
   torch::NoGradGuard g;
   EXPECT_TRUE(torch::equal(c.model.forward(x), bb.net->forward(x)));

@@ -99,7 +99,9 @@ void register_phantom(CLI::App& app) {
   c->add_option("--kind", o->kind, "mixed, filaments, nuclei, membranes, puncta or em")
       ->capture_default_str();
   c->add_option("--size", o->size, "volume size z,y,x in voxels")->capture_default_str();
-  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")->capture_default_str();
+  c->add_option("--seed", o->seed, "random seed (same seed, same volume)")
+      ->capture_default_str()
+      ->check(seed_validator());
   c->add_option("--voxel-size", o->voxel, "voxel size z,y,x in um (before --z-factor)")
       ->capture_default_str();
   c->add_option("--psf-lateral", o->psf_lateral, "lateral Gaussian PSF FWHM in um (0 = none)");
@@ -180,7 +182,8 @@ void register_pretrain(CLI::App& app) {
   c->add_option("--min-lr-ratio", p.min_lr_ratio, "< 1: cosine decay to lr x ratio at --steps")
       ->capture_default_str();
   c->add_option("--seed", p.seed, "seed of the data stream and the initial weights")
-      ->capture_default_str();
+      ->capture_default_str()
+      ->check(seed_validator());
   c->add_option("--config", o->config_json,
                 "model configuration JSON (default: the shipped default's)");
   c->add_option("--min-factor", p.pairs.min_factor, "smallest axial degradation factor")
@@ -193,16 +196,14 @@ void register_pretrain(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--data", o->data_dir,
                 "also cut pairs from the real images in this directory (2D, 2D sets, 3D stacks; "
-                "em_* / fluo_* names "
-                "set the modality)");
+                "em_* / fluo_* names set the modality)");
   c->add_option("--data-fraction", p.data_fraction, "share of pairs from --data")
       ->capture_default_str();
   c->add_option("--val-split", o->val_split,
                 "hold out every K-th acquisition of --data per modality for validation")
       ->capture_default_str();
-  c->add_option(
-       "--input-interp", o->input_interp,
-       "interpolation of the network's input (cubic = B-spline, keys); stored in the model")
+  c->add_option("--input-interp", o->input_interp,
+                "interpolation of the network's input (cubic = B-spline, keys); stored in the model")
       ->capture_default_str();
   c->add_option("--checkpoint", p.checkpoint_path, "checkpoint file (weights + optimiser + step)");
   c->add_option("--checkpoint-every", p.checkpoint_minutes, "minutes between checkpoints")
@@ -290,7 +291,9 @@ void register_demo(CLI::App& app) {
   c->add_option("--out-dir", o->out_dir, "output directory")->capture_default_str();
   c->add_option("--size", o->size, "ground-truth size z,y,x")->capture_default_str();
   c->add_option("--kind", o->kind, "phantom kind")->capture_default_str();
-  c->add_option("--seed", o->p.seed, "phantom seed")->capture_default_str();
+  c->add_option("--seed", o->p.seed, "phantom seed")
+      ->capture_default_str()
+      ->check(seed_validator());
   c->add_option("--factor", o->p.factor, "z-averaging factor (whole number)")
       ->capture_default_str();
   c->add_option("--backbone", o->backbone, "model file, or 'default'")->capture_default_str();

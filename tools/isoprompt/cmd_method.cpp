@@ -56,7 +56,7 @@ const char* mode_text(Mode m) {
 // Flags shared by predict and restore.
 struct ReconArgs {
   std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "auto";
-  std::string fuse = "mean", dtype;
+  std::string fuse = "mean", dtype, nan = "refuse";
   int64_t tile = 0, overlap = -1, batch = 0;
   double max_memory = 4.0;
   int channel = -1, time = -1;
@@ -74,8 +74,14 @@ struct RestoreArgs : ReconArgs {
   TuneFlags flags;
 };
 
+// Every file predict or restore reads (`other`: the prompt or the resumed prompt): no output
+// may be one of them.
+std::vector<std::string> recon_inputs(const ReconArgs& a, const std::string& other) {
+  return {a.in, a.backbone == "default" ? std::string() : a.backbone, other};
+}
+
 // Validates everything that needs no file, before any work.
-void check_recon_flags(const ReconArgs& a) {
+void check_recon_flags(const ReconArgs& a, const std::string& other_input) {
   parse_mode(a.mode);
   parse_factor(a.factor);
   if (a.interp != "auto") parse_interp(a.interp);
@@ -88,13 +94,14 @@ void check_recon_flags(const ReconArgs& a) {
   if (!(a.max_memory > 0) || !std::isfinite(a.max_memory))
     throw_input("--max-memory {} must be a positive number of GB", a.max_memory);
   check_input_file(a.in, "input file");
-  check_output_path(a.out, {a.in});
+  check_output_path(a.out, recon_inputs(a, other_input));
 }
 
 Volume read_input(const ReconArgs& a, bool* calibrated) {
   ReadOptions ro;
   ro.channel = a.channel;
   ro.time = a.time;
+  ro.nan = parse_nan_policy(a.nan);
   TiffFileInfo fi;
   Volume v = read_volume(a.in, ro, &fi);
   *calibrated = fi.calibrated;
@@ -179,7 +186,7 @@ void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, doubl
 
 void run_predict(const PredictArgs& a) {
   apply_globals();
-  check_recon_flags(a);
+  check_recon_flags(a, a.prompt);
   Mode mode = parse_mode(a.mode);
   if (mode == Mode::Interp || mode == Mode::ZeroShot) {
     if (!a.prompt.empty()) throw_input("--prompt cannot be used with --mode {}", mode_text(mode));
@@ -244,7 +251,7 @@ void run_predict(const PredictArgs& a) {
 
 void run_restore(RestoreArgs a) {
   apply_globals();
-  check_recon_flags(a);
+  check_recon_flags(a, a.flags.resume);
   if (a.fallback != "interp" && a.fallback != "none")
     throw_input("unknown --fallback '{}' (expected interp or none)", a.fallback);
   const Mode mode = parse_mode(a.mode);
@@ -252,7 +259,9 @@ void run_restore(RestoreArgs a) {
     if (mode == Mode::Interp || mode == Mode::ZeroShot)
       throw_input("--prompt-out needs --mode prompt or full (nothing is tuned with --mode {})",
                   mode_text(mode));
-    check_output_path(a.prompt_out, {a.in, a.out});
+    std::vector<std::string> inputs = recon_inputs(a, a.flags.resume);
+    inputs.push_back(a.out);
+    check_output_path(a.prompt_out, inputs);
   }
   TuneParams& tp = a.tune;
   tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
@@ -281,14 +290,17 @@ void run_restore(RestoreArgs a) {
   tp.factor = k;
   tp.interp = resolve_interp(a.interp, &backbone);
   TuneResult r = tune(v, backbone, tp);
-  if (!a.prompt_out.empty()) {
+  const bool save = !a.prompt_out.empty() && (!r.cancelled || r.evaluated);
+  if (save) {
     save_prompt(a.prompt_out, r);
     log_info("saved the {} to {}", mode == Mode::Full ? "fully fine-tuned model" : "prompt",
              a.prompt_out);
   }
   if (r.cancelled) {
-    if (!a.prompt_out.empty())
+    if (save)
       log_warn("interrupted during tuning: kept the best state so far in {}", a.prompt_out);
+    else if (!a.prompt_out.empty())
+      log_warn("interrupted before the first validation: {} was not written", a.prompt_out);
     throw Cancelled();
   }
   log_info("tuned: validation PSNR {} dB (zero-shot {}, {} {}) at step {}", num(r.info.val_psnr),
@@ -346,6 +358,7 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
       ->check(CLI::NonNegativeNumber);
   c->add_option("--time", a.time, "time point to read (0-based) when the file has several")
       ->check(CLI::NonNegativeNumber);
+  add_nan_flag(c, a.nan);
 }
 
 }  // namespace

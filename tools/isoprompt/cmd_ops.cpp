@@ -20,9 +20,11 @@ namespace isoprompt::cli {
 
 namespace {
 
-Volume load(const std::string& path, bool* calibrated = nullptr) {
+Volume load(const std::string& path, bool* calibrated = nullptr, const std::string& nan = "") {
   TiffFileInfo fi;
-  Volume v = read_volume(path, {}, &fi);
+  ReadOptions ro;
+  if (!nan.empty()) ro.nan = parse_nan_policy(nan);
+  Volume v = read_volume(path, ro, &fi);
   if (calibrated) *calibrated = fi.calibrated;
   return v;
 }
@@ -59,7 +61,7 @@ struct SimulateArgs {
 void run_simulate(const SimulateArgs& a) {
   apply_globals();
   check_input_file(a.in);
-  check_output_path(a.out, {a.in});
+  check_output_path(a.out, {a.in, a.psf_file});
   const int axis = parse_axis(a.axis);
   DegradeParams p;
   p.factor = a.factor;
@@ -104,7 +106,7 @@ void run_simulate(const SimulateArgs& a) {
 // ---- baseline -------------------------------------------------------------------------
 
 struct BaselineArgs {
-  std::string in, out, method = "cubic", factor = "auto", axis = "z";
+  std::string in, out, method = "cubic", factor = "auto", axis = "z", nan = "refuse";
 };
 
 void run_baseline(const BaselineArgs& a) {
@@ -115,7 +117,7 @@ void run_baseline(const BaselineArgs& a) {
   const int axis = parse_axis(a.axis);
   double factor = parse_factor(a.factor);
   bool calibrated = false;
-  const Volume v = load(a.in, &calibrated);
+  const Volume v = load(a.in, &calibrated, a.nan);
   if (a.factor == "auto") {
     if (!calibrated)
       throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K", a.in);
@@ -141,7 +143,7 @@ void run_baseline(const BaselineArgs& a) {
 // ---- eval -----------------------------------------------------------------------------
 
 struct EvalArgs {
-  std::string gt, pred, mask, norm = "gt-percentiles";
+  std::string gt, pred, mask, norm = "gt-percentiles", nan = "refuse";
   bool json = false, crop_to_gt = false;
   double pmin = 0.1, pmax = 99.9, data_range = 0;
   int scales = 5;
@@ -176,8 +178,8 @@ void run_eval(const EvalArgs& a) {
   o.data_range = a.data_range;
   o.ms_ssim_scales = a.scales;
   o.crop_to_gt = a.crop_to_gt;
-  const Volume gt = load(a.gt);
-  const Volume pred = load(a.pred);
+  const Volume gt = load(a.gt, nullptr, a.nan);
+  const Volume pred = load(a.pred, nullptr, a.nan);
   Volume mask;
   if (!a.mask.empty()) {
     mask = load(a.mask);
@@ -247,7 +249,7 @@ void register_ops_commands(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--gaussian", a->gaussian, "additive Gaussian noise sigma in intensity units (0 = off)")
         ->capture_default_str();
-    c->add_option("--seed", a->seed, "noise seed")->capture_default_str();
+    c->add_option("--seed", a->seed, "noise seed")->capture_default_str()->check(seed_validator());
     c->callback([a] { run_simulate(*a); });
   }
   {
@@ -262,6 +264,7 @@ void register_ops_commands(CLI::App& app) {
     c->add_option("--factor", a->factor, "upsampling factor K >= 1, or auto = z-step / xy-pixel from the calibration")
         ->capture_default_str();
     c->add_option("--axis", a->axis, "axis to upsample: z, y or x")->capture_default_str();
+    add_nan_flag(c, a->nan);
     c->callback([a] { run_baseline(*a); });
   }
   {
@@ -282,6 +285,7 @@ void register_ops_commands(CLI::App& app) {
         ->capture_default_str();
     c->add_option("--ms-ssim-scales", a->scales, "MS-SSIM scales (1..5; fewer when planes are small)")
         ->capture_default_str();
+    add_nan_flag(c, a->nan);
     c->callback([a] { run_eval(*a); });
   }
 }

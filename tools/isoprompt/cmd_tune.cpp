@@ -23,7 +23,7 @@ namespace {
 struct TuneArgs {
   std::string input, output, backbone = "default", factor = "auto", mode = "prompt",
                              interp = "auto";
-  std::string voxel_size;
+  std::string voxel_size, nan = "refuse";
   TuneFlags flags;
   TuneParams p;
 };
@@ -33,7 +33,8 @@ void run_tune(TuneArgs& a) {
   TuneParams& p = a.p;
   // Validate everything before any work.
   check_input_file(a.input);
-  check_output_path(a.output, {a.input});
+  check_output_path(
+      a.output, {a.input, a.backbone == "default" ? std::string() : a.backbone, a.flags.resume});
   p.factor = parse_factor(a.factor);
   apply_tune_flags(a.flags, p);
   p.mode = parse_tune_mode(a.mode);
@@ -41,7 +42,9 @@ void run_tune(TuneArgs& a) {
   const torch::Device device = parse_device(globals().device);
   const std::string backbone_path = resolve_backbone_path(a.backbone);
 
-  Volume vol = read_volume(a.input);
+  ReadOptions ro;
+  ro.nan = parse_nan_policy(a.nan);
+  Volume vol = read_volume(a.input, ro);
   if (!a.voxel_size.empty()) {
     double vs[3];
     parse_triple(a.voxel_size, "--voxel-size", vs);
@@ -54,6 +57,13 @@ void run_tune(TuneArgs& a) {
            vol.voxel_size().x, vol.unit());
 
   TuneResult r = tune(vol, bb, p);
+  if (r.cancelled && !r.evaluated) {
+    // Nothing tuned yet: an existing prompt file must not be replaced by an untrained one.
+    std::fprintf(stderr, "\ninterrupted before the first validation: %s was not written\n",
+                 a.output.c_str());
+    std::fflush(stderr);
+    std::exit(130);
+  }
   save_prompt(a.output, r);
   const PromptInfo& i = r.info;
   const int64_t n = r.model.has_prompts() ? r.model.prompt_parameter_count()
@@ -97,6 +107,7 @@ void register_tune_command(CLI::App& app) {
                   "interpolation)")
       ->capture_default_str();
   add_tune_flags(sub, a->p, a->flags, "--batch");
+  add_nan_flag(sub, a->nan);
   sub->callback([a] { run_tune(*a); });
 }
 

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <torch/cuda.h>
+
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 
@@ -50,11 +52,38 @@ double parse_factor(const std::string& text) {
 }
 
 c10::Device parse_device(const std::string& text) {
+  c10::Device d(c10::kCPU);
   try {
-    return c10::Device(text);
+    d = c10::Device(text);
   } catch (const std::exception&) {
     throw_input("--device must be cpu, cuda or cuda:N, got '{}'", text);
   }
+  if (d.is_cuda()) {
+    const int64_t n = torch::cuda::is_available() ? static_cast<int64_t>(torch::cuda::device_count()) : 0;
+    if (n == 0) throw_input("--device {}: no CUDA device is available (this LibTorch has no CUDA, or no GPU is visible)", text);
+    if (d.has_index() && d.index() >= n)
+      throw_input("--device {}: there {} only {} CUDA device{} (cuda:0..cuda:{})", text, n == 1 ? "is" : "are", n,
+                  n == 1 ? "" : "s", n - 1);
+  }
+  return d;
+}
+
+void add_nan_flag(CLI::App* c, std::string& policy) {
+  c->add_option("--nan", policy,
+                "NaN/Inf voxels in a float32 input: refuse (the count and first position) or replace (by the "
+                "median of their finite 3x3x3 neighbours)")
+      ->capture_default_str()
+      ->check(CLI::IsMember({"refuse", "replace"}));
+}
+
+const CLI::Validator& seed_validator() {
+  static const CLI::Validator v(
+      [](std::string& s) -> std::string {
+        const bool digits = !s.empty() && s.size() <= 20 && s.find_first_not_of("0123456789") == std::string::npos;
+        return digits ? "" : "must be a whole number from 0 to 18446744073709551615, got '" + s + "'";
+      },
+      "SEED");
+  return v;
 }
 
 void add_tune_flags(CLI::App* c, TuneParams& p, TuneFlags& f, const std::string& batch_flag) {
@@ -93,7 +122,9 @@ void add_tune_flags(CLI::App* c, TuneParams& p, TuneFlags& f, const std::string&
   c->add_option("--time-budget", p.time_budget_s, "stop tuning after this many seconds (0 = no limit)")
       ->capture_default_str()
       ->check(CLI::NonNegativeNumber);
-  c->add_option("--seed", p.seed, "random seed (crops, flips, noise, prompt initialisation)")->capture_default_str();
+  c->add_option("--seed", p.seed, "random seed (crops, flips, noise, prompt initialisation)")
+      ->capture_default_str()
+      ->check(seed_validator());
   c->add_option("--resume", f.resume, "continue tuning from this prompt file");
 }
 

@@ -23,8 +23,15 @@ void parse_crop(const std::string& text, int64_t& crop_min, int64_t& crop_max);
 // 1..1000; throws InputError otherwise.
 double parse_factor(const std::string& text);
 
-// --device: cpu, cuda or cuda:N; throws InputError otherwise.
+// --device: cpu, cuda or cuda:N; throws InputError otherwise, and when this LibTorch has
+// no CUDA or no such GPU is visible (instead of an internal error at the first tensor).
 c10::Device parse_device(const std::string& text);
+
+// --nan refuse|replace (default refuse) for the commands that compute on the voxels.
+void add_nan_flag(CLI::App* command, std::string& policy);
+
+// For --seed: digits only. (CLI11 reads "-1" into an unsigned seed as 2^64 - 1.)
+const CLI::Validator& seed_validator();
 
 // The tuning flags `tune` and `restore` share: registered, worded and checked once.
 struct TuneFlags {

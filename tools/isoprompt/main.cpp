@@ -43,7 +43,8 @@ int main(int argc, char** argv) {
   app.set_version_flag("--version", std::string("isoprompt ") + ISOPROMPT_VERSION);
   app.require_subcommand(1);
   auto& g = cli::globals();
-  app.add_option("--threads", g.threads, "CPU threads (0 = all cores)")->check(CLI::NonNegativeNumber);
+  // Bounded: 10^5 would try to start 10^5 threads and hang the machine.
+  app.add_option("--threads", g.threads, "CPU threads (0 = all cores, at most 1024)")->check(CLI::Range(0, 1024));
   app.add_flag("-q,--quiet", g.quiet, "only warnings and errors");
   app.add_flag("-v,--verbose", g.verbose, "debug messages");
   app.add_option("--device", g.device, "torch device: cpu, cuda, cuda:N")->capture_default_str();
