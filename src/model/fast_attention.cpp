@@ -437,10 +437,18 @@ __attribute__((target("avx2,fma"))) void rows_times_avx2(float* out, int64_t os,
   const float sc[4] = {scale, scale, scale, scale};
   for (int64_t i = 0; i < N; i += 4) {
     switch (hdp / 8) {
-      case 1: pv_rows4<1>(a + i * N, b, sc, N, hdp, out + i * os, os); break;
-      case 2: pv_rows4<2>(a + i * N, b, sc, N, hdp, out + i * os, os); break;
-      case 3: pv_rows4<3>(a + i * N, b, sc, N, hdp, out + i * os, os); break;
-      default: pv_rows4<4>(a + i * N, b, sc, N, hdp, out + i * os, os); break;
+      case 1:
+        pv_rows4<1>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      case 2:
+        pv_rows4<2>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      case 3:
+        pv_rows4<3>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      default:
+        pv_rows4<4>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
     }
   }
 }
@@ -656,15 +664,30 @@ struct GradScratch {
   int64_t hdp;  // head dim padded to 8 (rows of k and dq, as the forward's v rows)
   std::vector<int64_t> rows;
   std::vector<int32_t> rid;
-  std::vector<T> win, dout, dwin;  // one window: N x 3C, N x C, N x 3C
+  std::vector<T> win, dout, dwin;                       // one window: N x 3C, N x C, N x 3C
   std::vector<T> q, qt, kt, kp, vt, dot, dkt, dvt, dq;  // one head (see window_backward)
   std::vector<T> p, ds, dp;                             // N x N, N x N, N
   std::vector<T> bias_row;                              // N
   explicit GradScratch(const Geometry& g)
-      : hdp((g.hd + 7) / 8 * 8), rows(g.N), rid(g.N), win(g.N * 3 * g.C), dout(g.N * g.C),
-        dwin(g.N * 3 * g.C), q(g.N * g.hd), qt(g.N * g.hd), kt(g.N * g.hd), kp(g.N * hdp, T(0)),
-        vt(g.N * g.hd), dot(g.N * g.hd), dkt(g.N * g.hd), dvt(g.N * g.hd), dq(g.N * hdp),
-        p(g.N * g.N), ds(g.N * g.N), dp(g.N), bias_row(g.N) {}
+      : hdp((g.hd + 7) / 8 * 8),
+        rows(g.N),
+        rid(g.N),
+        win(g.N * 3 * g.C),
+        dout(g.N * g.C),
+        dwin(g.N * 3 * g.C),
+        q(g.N * g.hd),
+        qt(g.N * g.hd),
+        kt(g.N * g.hd),
+        kp(g.N * hdp, T(0)),
+        vt(g.N * g.hd),
+        dot(g.N * g.hd),
+        dkt(g.N * g.hd),
+        dvt(g.N * g.hd),
+        dq(g.N * hdp),
+        p(g.N * g.N),
+        ds(g.N * g.N),
+        dp(g.N),
+        bias_row(g.N) {}
 };
 
 // One window, all heads: s.win (N x 3C) and s.dout (N x C) in window token order -> s.dwin
@@ -727,15 +750,15 @@ ISO_ALWAYS_INLINE void window_backward(const Geometry& g, const T* bias, T scale
 }
 
 template <typename T>
-void window_backward_portable(const Geometry& g, const T* bias, T scale, bool masked,
-                              double* dbias, GradScratch<T>& s) {
+void window_backward_portable(const Geometry& g, const T* bias, T scale, bool masked, double* dbias,
+                              GradScratch<T>& s) {
   window_backward<T, GradOpsPortable>(g, bias, scale, masked, dbias, s);
 }
 
 #if ISO_HAVE_AVX2_KERNEL
-__attribute__((target("avx2,fma"))) void window_backward_avx2(const Geometry& g,
-                                                              const float* bias, float scale,
-                                                              bool masked, double* dbias,
+__attribute__((target("avx2,fma"))) void window_backward_avx2(const Geometry& g, const float* bias,
+                                                              float scale, bool masked,
+                                                              double* dbias,
                                                               GradScratch<float>& s) {
   window_backward<float, GradOpsAvx2>(g, bias, scale, masked, dbias, s);
 }
@@ -766,7 +789,8 @@ std::pair<at::Tensor, at::Tensor> attention_backward_cpu(const Geometry& g, cons
       acc[c].assign(nb, 0.0);
       for (int64_t w = c * nwin / nchunks; w < (c + 1) * nwin / nchunks; ++w) {
         const int64_t b = w / nW, wi = w % nW;
-        const bool masked = window_tokens(g, b, wi / g.nWw, wi % g.nWw, s.rows.data(), s.rid.data());
+        const bool masked =
+            window_tokens(g, b, wi / g.nWw, wi % g.nWw, s.rows.data(), s.rid.data());
         for (int64_t n = 0; n < N; ++n) {
           std::memcpy(&s.win[n * 3 * C], src + s.rows[n] * 3 * C, sizeof(T) * 3 * C);
           std::memcpy(&s.dout[n * C], gsrc + s.rows[n] * C, sizeof(T) * C);
@@ -820,9 +844,9 @@ struct WindowAttentionFunction : torch::autograd::Function<WindowAttentionFuncti
     const auto saved = ctx->get_saved_variables();
     const at::Tensor &qkv = saved[0], &bias = saved[1];
     const double scale = ctx->saved_data["scale"].toDouble();
-    const Geometry g = check_inputs(qkv, ctx->saved_data["heads"].toInt(),
-                                    ctx->saved_data["window"].toInt(),
-                                    ctx->saved_data["shift"].toInt(), bias);
+    const Geometry g =
+        check_inputs(qkv, ctx->saved_data["heads"].toInt(), ctx->saved_data["window"].toInt(),
+                     ctx->saved_data["shift"].toInt(), bias);
     std::pair<at::Tensor, at::Tensor> d;
     if (qkv.scalar_type() == at::kFloat)
       d = attention_backward_cpu<float>(g, qkv, bias, grads[0], scale, pick_kernel(g));

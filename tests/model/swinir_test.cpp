@@ -158,7 +158,11 @@ TEST(SwinIR, FusedTrainingGradientsMatchAutogradThroughAten) {
     const double scale = std::max(r.abs().max().item<double>(), 1e-12);
     EXPECT_LE((got.at(name) - r).abs().max().item<double>() / scale, 1e-5) << name;
   }
-  EXPECT_GT(ref.at("layers.0.residual_group.blocks.1.attn.relative_position_bias_table").abs().sum().item<double>(), 0);
+  EXPECT_GT(ref.at("layers.0.residual_group.blocks.1.attn.relative_position_bias_table")
+                .abs()
+                .sum()
+                .item<double>(),
+            0);
 }
 
 TEST(SwinIR, GradientsReachWeightsAndHookParameters) {
