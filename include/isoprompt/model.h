@@ -60,8 +60,10 @@ class SwinIRImpl : public torch::nn::Module {
   const StageHook& stage_hook() const { return hook_; }
 
   // Inference (no autograd, CPU, float32) runs each Swin block through the fused CPU kernel
-  // when it is built in (fused_kernels_available()); off = the plain ATen ops everywhere.
-  // Both give the reference output to ~1e-6; training always uses the ATen ops.
+  // when it is built in (fused_kernels_available()); training on the CPU runs the window
+  // attention through its fused kernel and fused backward (the other block ops stay ATen's).
+  // Off = the plain ATen ops and autograd everywhere (tests, benchmarks). Both give the
+  // reference output, and training the reference gradients, to ~1e-6 relative.
   void set_fused_kernels(bool on);
   bool fused_kernels() const { return fused_; }
   static bool fused_kernels_available();

@@ -2,12 +2,15 @@
 
 #include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/custom_function.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <initializer_list>
 #include <string>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "isoprompt/error.h"
@@ -379,6 +382,77 @@ __attribute__((target("avx2,fma"))) void gelu_avx2(float* x, int64_t n) {
   for (; i < n; ++i) x[i] = 0.5f * x[i] * (1.f + std::erf(x[i] * 0.70710678118654752f));
 }
 
+// softmax numerators of one score row in place: s[j] = exp(s[j] - m); returns their sum.
+// The same exp as the forward kernel, so that the backward pass sees the forward's probabilities.
+__attribute__((target("avx2,fma"))) float exp_shift_sum_avx2(float* s, int64_t n, float m) {
+  const __m256 mv = _mm256_set1_ps(m);
+  __m256 acc = _mm256_setzero_ps();
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(s + j), mv));
+    acc = _mm256_add_ps(acc, e);
+    _mm256_storeu_ps(s + j, e);
+  }
+  float sum = hsum(acc);
+  for (; j < n; ++j) sum += (s[j] = std::exp(s[j] - m));
+  return sum;
+}
+
+// out[n0, n0 + 8*NV) = init + sum_k a[k] * m[k][...]: NV accumulators stay in registers over k.
+template <int NV>
+__attribute__((target("avx2,fma"))) inline void comb_block(float* out, const float* init,
+                                                           const float* a, int64_t K,
+                                                           const float* m, int64_t ldm,
+                                                           int64_t n0) {
+  __m256 acc[NV];
+  for (int v = 0; v < NV; ++v)
+    acc[v] = init ? _mm256_loadu_ps(init + n0 + 8 * v) : _mm256_setzero_ps();
+  for (int64_t k = 0; k < K; ++k) {
+    const __m256 ak = _mm256_broadcast_ss(a + k);
+    const float* mr = m + k * ldm + n0;
+    for (int v = 0; v < NV; ++v) acc[v] = _mm256_fmadd_ps(ak, _mm256_loadu_ps(mr + 8 * v), acc[v]);
+  }
+  for (int v = 0; v < NV; ++v) _mm256_storeu_ps(out + n0 + 8 * v, acc[v]);
+}
+
+// out[n] = (init ? init[n] : 0) + sum_{k<K} a[k] * m[k * ldm + n] for n < N; init may be out.
+__attribute__((target("avx2,fma"))) void comb_rows_avx2(float* out, const float* init,
+                                                        const float* a, int64_t K, const float* m,
+                                                        int64_t ldm, int64_t N) {
+  int64_t n0 = 0;
+  for (; n0 + 64 <= N; n0 += 64) comb_block<8>(out, init, a, K, m, ldm, n0);
+  for (; n0 + 8 <= N; n0 += 8) comb_block<1>(out, init, a, K, m, ldm, n0);
+  for (; n0 < N; ++n0) {
+    float acc = init ? init[n0] : 0.f;
+    for (int64_t k = 0; k < K; ++k) acc += a[k] * m[k * ldm + n0];
+    out[n0] = acc;
+  }
+}
+
+// out rows i (stride os) = scale * sum_j a[i][j] * b[j][0..hdp) for i < N (N % 4 == 0), b rows
+// padded to hdp floats; writes whole hdp-float rows.
+__attribute__((target("avx2,fma"))) void rows_times_avx2(float* out, int64_t os, const float* a,
+                                                         const float* b, int64_t N, int64_t hdp,
+                                                         float scale) {
+  const float sc[4] = {scale, scale, scale, scale};
+  for (int64_t i = 0; i < N; i += 4) {
+    switch (hdp / 8) {
+      case 1:
+        pv_rows4<1>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      case 2:
+        pv_rows4<2>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      case 3:
+        pv_rows4<3>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+      default:
+        pv_rows4<4>(a + i * N, b, sc, N, hdp, out + i * os, os);
+        break;
+    }
+  }
+}
+
 #pragma GCC pop_options
 
 bool cpu_has_avx2() {
@@ -486,6 +560,301 @@ void layer_norm_row_portable(const float* x, float* y, int64_t C, const float* w
   const float rstd = 1.f / std::sqrt(var / static_cast<float>(C) + eps);
   for (int64_t c = 0; c < C; ++c) y[c] = (x[c] - mean) * rstd * w[c] + b[c];
 }
+
+// ---------------------------------------------------------------------------------------------
+// Training: the backward pass of the window attention core.
+//
+// Per window and head, with q already scaled: S = q k^T + bias (+ mask), P = softmax(S), O = P v.
+// P is recomputed here from the saved qkv (cheaper than storing B*nW*nh*N*N probabilities and
+// reading them back); for the incoming gradient dO:
+//   dP = dO v^T,  dS = P * (dP - rowsum(P * dP)),  dbias += dS,
+//   dk^T = q^T dS,  dv^T = dO^T P,  dq = scale * dS k.
+// All but dq are "row = init + sum_k a[k] * M[k][:]" over rows of length N; dq is a 4-row block
+// product like the forward's P v. The two kernels differ only in these primitives.
+
+#if defined(__GNUC__) || defined(__clang__)
+#define ISO_ALWAYS_INLINE inline __attribute__((always_inline))
+#else
+#define ISO_ALWAYS_INLINE inline
+#endif
+
+// Max and dot product with 8 independent partial results (fixed order: vectorisable without
+// reassociation).
+template <typename T>
+ISO_ALWAYS_INLINE T max8(const T* a, int64_t n) {
+  T m = a[0];
+  int64_t j = 0;
+  if (n >= 8) {
+    T acc[8];
+    for (int u = 0; u < 8; ++u) acc[u] = a[u];
+    for (j = 8; j + 8 <= n; j += 8)
+      for (int u = 0; u < 8; ++u) acc[u] = acc[u] > a[j + u] ? acc[u] : a[j + u];
+    for (int u = 0; u < 8; ++u) m = m > acc[u] ? m : acc[u];
+  }
+  for (; j < n; ++j) m = m > a[j] ? m : a[j];
+  return m;
+}
+
+template <typename T>
+ISO_ALWAYS_INLINE T dot8(const T* __restrict a, const T* __restrict b, int64_t n) {
+  T acc[8] = {};
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8)
+    for (int u = 0; u < 8; ++u) acc[u] += a[j + u] * b[j + u];
+  T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; j < n; ++j) s += a[j] * b[j];
+  return s;
+}
+
+// Plain C++ primitives (any N and head dim, float or double).
+struct GradOpsPortable {
+  template <typename T>
+  static void comb_rows(T* out, const T* init, const T* a, int64_t K, const T* m, int64_t ldm,
+                        int64_t N) {
+    if (!init)
+      std::fill(out, out + N, T(0));
+    else if (init != out)
+      std::copy(init, init + N, out);
+    for (int64_t k = 0; k < K; ++k) {
+      const T ak = a[k];
+      const T* mr = m + k * ldm;
+      for (int64_t n = 0; n < N; ++n) out[n] += ak * mr[n];
+    }
+  }
+  template <typename T>
+  static T exp_shift_sum(T* s, int64_t n, T m) {
+    T sum = 0;
+    for (int64_t j = 0; j < n; ++j) sum += (s[j] = std::exp(s[j] - m));
+    return sum;
+  }
+  // out[i][d] = scale * sum_j a[i][j] * b[j][d] for i < N, d < hd (b row stride hdp)
+  template <typename T>
+  static void rows_times(T* out, int64_t os, const T* a, const T* b, int64_t N, int64_t hd,
+                         int64_t hdp, T scale) {
+    for (int64_t i = 0; i < N; ++i) {
+      T* o = out + i * os;
+      std::fill(o, o + hd, T(0));
+      for (int64_t j = 0; j < N; ++j) {
+        const T aij = a[i * N + j];
+        for (int64_t d = 0; d < hd; ++d) o[d] += aij * b[j * hdp + d];
+      }
+      for (int64_t d = 0; d < hd; ++d) o[d] *= scale;
+    }
+  }
+};
+
+#if ISO_HAVE_AVX2_KERNEL
+// AVX2 + FMA primitives (float; N % 8 == 0 and head dim <= 32, as the forward kernel).
+struct GradOpsAvx2 {
+  static void comb_rows(float* out, const float* init, const float* a, int64_t K, const float* m,
+                        int64_t ldm, int64_t N) {
+    comb_rows_avx2(out, init, a, K, m, ldm, N);
+  }
+  static float exp_shift_sum(float* s, int64_t n, float m) { return exp_shift_sum_avx2(s, n, m); }
+  static void rows_times(float* out, int64_t os, const float* a, const float* b, int64_t N,
+                         int64_t hd, int64_t hdp, float scale) {
+    rows_times_avx2(out, os, a, b, N, hdp, scale);
+  }
+};
+#endif
+
+// Per-thread buffers of the backward pass.
+template <typename T>
+struct GradScratch {
+  int64_t hdp;  // head dim padded to 8 (rows of k and dq, as the forward's v rows)
+  std::vector<int64_t> rows;
+  std::vector<int32_t> rid;
+  std::vector<T> win, dout, dwin;                       // one window: N x 3C, N x C, N x 3C
+  std::vector<T> q, qt, kt, kp, vt, dot, dkt, dvt, dq;  // one head (see window_backward)
+  std::vector<T> p, ds, dp;                             // N x N, N x N, N
+  std::vector<T> bias_row;                              // N
+  explicit GradScratch(const Geometry& g)
+      : hdp((g.hd + 7) / 8 * 8),
+        rows(g.N),
+        rid(g.N),
+        win(g.N * 3 * g.C),
+        dout(g.N * g.C),
+        dwin(g.N * 3 * g.C),
+        q(g.N * g.hd),
+        qt(g.N * g.hd),
+        kt(g.N * g.hd),
+        kp(g.N * hdp, T(0)),
+        vt(g.N * g.hd),
+        dot(g.N * g.hd),
+        dkt(g.N * g.hd),
+        dvt(g.N * g.hd),
+        dq(g.N * hdp),
+        p(g.N * g.N),
+        ds(g.N * g.N),
+        dp(g.N),
+        bias_row(g.N) {}
+};
+
+// One window, all heads: s.win (N x 3C) and s.dout (N x C) in window token order -> s.dwin
+// (N x 3C); dbias (nh x N x N) accumulates dS.
+template <typename T, typename Ops>
+ISO_ALWAYS_INLINE void window_backward(const Geometry& g, const T* bias, T scale, bool masked,
+                                       double* dbias, GradScratch<T>& s) {
+  const int64_t N = g.N, hd = g.hd, C = g.C, C3 = 3 * g.C, hdp = s.hdp;
+  const int32_t* rid = s.rid.data();
+  T *q = s.q.data(), *qt = s.qt.data(), *kt = s.kt.data(), *kp = s.kp.data(), *vt = s.vt.data();
+  T *dot = s.dot.data(), *dkt = s.dkt.data(), *dvt = s.dvt.data(), *dq = s.dq.data();
+  T *p = s.p.data(), *ds = s.ds.data(), *dp = s.dp.data(), *brow = s.bias_row.data();
+  const T mask_value = static_cast<T>(kMaskValue);
+  for (int64_t h = 0; h < g.nh; ++h) {
+    // q (scaled) as rows and transposed, k transposed and as padded rows, v and dO transposed.
+    for (int64_t n = 0; n < N; ++n) {
+      const T* r = &s.win[n * C3 + h * hd];
+      const T* o = &s.dout[n * C + h * hd];
+      for (int64_t d = 0; d < hd; ++d) {
+        q[n * hd + d] = qt[d * N + n] = r[d] * scale;
+        kt[d * N + n] = kp[n * hdp + d] = r[C + d];
+        vt[d * N + n] = r[2 * C + d];
+        dot[d * N + n] = o[d];
+      }
+    }
+    const T* bh = bias + h * N * N;
+    double* dbh = dbias + h * N * N;
+    for (int64_t i = 0; i < N; ++i) {
+      T* pi = p + i * N;
+      T* dsi = ds + i * N;
+      const T* init = bh + i * N;
+      if (masked) {
+        for (int64_t j = 0; j < N; ++j) brow[j] = init[j] + (rid[i] != rid[j] ? mask_value : T(0));
+        init = brow;
+      }
+      Ops::comb_rows(pi, init, q + i * hd, hd, kt, N, N);  // scores
+      const T inv = T(1) / Ops::exp_shift_sum(pi, N, max8(pi, N));
+      for (int64_t j = 0; j < N; ++j) pi[j] *= inv;
+      Ops::comb_rows(dp, static_cast<const T*>(nullptr), &s.dout[i * C + h * hd], hd, vt, N, N);
+      const T pdp = dot8(pi, dp, N);
+      for (int64_t j = 0; j < N; ++j) {
+        dsi[j] = pi[j] * (dp[j] - pdp);
+        dbh[i * N + j] += dsi[j];
+      }
+    }
+    for (int64_t d = 0; d < hd; ++d) {
+      Ops::comb_rows(dkt + d * N, static_cast<const T*>(nullptr), qt + d * N, N, ds, N, N);
+      Ops::comb_rows(dvt + d * N, static_cast<const T*>(nullptr), dot + d * N, N, p, N, N);
+    }
+    Ops::rows_times(dq, hdp, ds, kp, N, hd, hdp, scale);
+    for (int64_t n = 0; n < N; ++n) {
+      T* r = &s.dwin[n * C3 + h * hd];
+      for (int64_t d = 0; d < hd; ++d) {
+        r[d] = dq[n * hdp + d];
+        r[C + d] = dkt[d * N + n];
+        r[2 * C + d] = dvt[d * N + n];
+      }
+    }
+  }
+}
+
+template <typename T>
+void window_backward_portable(const Geometry& g, const T* bias, T scale, bool masked, double* dbias,
+                              GradScratch<T>& s) {
+  window_backward<T, GradOpsPortable>(g, bias, scale, masked, dbias, s);
+}
+
+#if ISO_HAVE_AVX2_KERNEL
+__attribute__((target("avx2,fma"))) void window_backward_avx2(const Geometry& g, const float* bias,
+                                                              float scale, bool masked,
+                                                              double* dbias,
+                                                              GradScratch<float>& s) {
+  window_backward<float, GradOpsAvx2>(g, bias, scale, masked, dbias, s);
+}
+#endif
+
+// Gradients of fast_window_attention's function: qkv, rel_bias (contiguous, T) and dout
+// (B x H x W x C) -> {dqkv (B x H x W x 3C), drel_bias (nh x N x N)}. Windows split into one
+// chunk per thread, each with its own dbias accumulator (double), summed in chunk order: the
+// result does not depend on scheduling.
+template <typename T>
+std::pair<at::Tensor, at::Tensor> attention_backward_cpu(const Geometry& g, const at::Tensor& qkv,
+                                                         const at::Tensor& bias,
+                                                         const at::Tensor& dout_in, double scale,
+                                                         bool avx2) {
+  const at::Tensor dout = dout_in.to(qkv.scalar_type()).contiguous();
+  at::Tensor dqkv = at::empty_like(qkv);
+  const T* src = qkv.data_ptr<T>();
+  const T* gsrc = dout.data_ptr<T>();
+  const T* bp = bias.data_ptr<T>();
+  T* dst = dqkv.data_ptr<T>();
+  const T sc = static_cast<T>(scale);
+  const int64_t nW = g.nWh * g.nWw, nwin = g.B * nW, C = g.C, N = g.N, nb = g.nh * N * N;
+  const int64_t nchunks = std::max<int64_t>(1, std::min<int64_t>(nwin, at::get_num_threads()));
+  std::vector<std::vector<double>> acc(nchunks);
+  at::parallel_for(0, nchunks, 1, [&](int64_t begin, int64_t end) {
+    GradScratch<T> s(g);
+    for (int64_t c = begin; c < end; ++c) {
+      acc[c].assign(nb, 0.0);
+      for (int64_t w = c * nwin / nchunks; w < (c + 1) * nwin / nchunks; ++w) {
+        const int64_t b = w / nW, wi = w % nW;
+        const bool masked =
+            window_tokens(g, b, wi / g.nWw, wi % g.nWw, s.rows.data(), s.rid.data());
+        for (int64_t n = 0; n < N; ++n) {
+          std::memcpy(&s.win[n * 3 * C], src + s.rows[n] * 3 * C, sizeof(T) * 3 * C);
+          std::memcpy(&s.dout[n * C], gsrc + s.rows[n] * C, sizeof(T) * C);
+        }
+#if ISO_HAVE_AVX2_KERNEL
+        if constexpr (std::is_same_v<T, float>) {
+          if (avx2) {
+            window_backward_avx2(g, bp, sc, masked, acc[c].data(), s);
+          } else {
+            window_backward_portable(g, bp, sc, masked, acc[c].data(), s);
+          }
+        } else
+#endif
+        {
+          (void)avx2;
+          window_backward_portable(g, bp, sc, masked, acc[c].data(), s);
+        }
+        for (int64_t n = 0; n < N; ++n)
+          std::memcpy(dst + s.rows[n] * 3 * C, &s.dwin[n * 3 * C], sizeof(T) * 3 * C);
+      }
+    }
+  });
+  for (int64_t c = 1; c < nchunks; ++c)
+    for (int64_t i = 0; i < nb; ++i) acc[0][i] += acc[c][i];
+  at::Tensor dbias = at::empty({g.nh, N, N}, qkv.options());
+  T* db = dbias.data_ptr<T>();
+  for (int64_t i = 0; i < nb; ++i) db[i] = static_cast<T>(acc[0][i]);
+  return {dqkv, dbias};
+}
+
+// fast_window_attention with autograd: the fused kernel forward (float; the ATen formulation for
+// double, which only the gradient tests use), the fused backward above. Saves only qkv and bias.
+struct WindowAttentionFunction : torch::autograd::Function<WindowAttentionFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& qkv_in,
+                            const at::Tensor& rel_bias, int64_t num_heads, int64_t window,
+                            int64_t shift, double scale) {
+    const Geometry g = check_inputs(qkv_in, num_heads, window, shift, rel_bias);
+    const at::Tensor qkv = qkv_in.contiguous();
+    const at::Tensor bias = rel_bias.to(qkv.scalar_type()).contiguous();
+    ctx->save_for_backward({qkv, bias});
+    ctx->saved_data["heads"] = num_heads;
+    ctx->saved_data["window"] = window;
+    ctx->saved_data["shift"] = shift;
+    ctx->saved_data["scale"] = scale;
+    if (qkv.scalar_type() == at::kFloat) return fast_cpu(g, qkv, bias, scale);
+    return window_attention_reference(qkv, num_heads, window, shift, bias, scale);
+  }
+
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &qkv = saved[0], &bias = saved[1];
+    const double scale = ctx->saved_data["scale"].toDouble();
+    const Geometry g =
+        check_inputs(qkv, ctx->saved_data["heads"].toInt(), ctx->saved_data["window"].toInt(),
+                     ctx->saved_data["shift"].toInt(), bias);
+    std::pair<at::Tensor, at::Tensor> d;
+    if (qkv.scalar_type() == at::kFloat)
+      d = attention_backward_cpu<float>(g, qkv, bias, grads[0], scale, pick_kernel(g));
+    else
+      d = attention_backward_cpu<double>(g, qkv, bias, grads[0], scale, false);
+    return {d.first, d.second, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor()};
+  }
+};
 
 // ---------------------------------------------------------------------------------------------
 // Fused Swin block.
@@ -711,7 +1080,11 @@ at::Tensor fast_window_attention(const at::Tensor& qkv, int64_t num_heads, int64
   const Geometry g = check_inputs(qkv, num_heads, window, shift, rel_bias);
   const bool need_grad =
       c10::GradMode::is_enabled() && (qkv.requires_grad() || rel_bias.requires_grad());
-  if (need_grad || !qkv.device().is_cpu() || qkv.scalar_type() != at::kFloat)
+  const bool cpu = qkv.device().is_cpu() && rel_bias.device().is_cpu();
+  const at::ScalarType t = qkv.scalar_type();
+  if (need_grad && cpu && (t == at::kFloat || t == at::kDouble))
+    return WindowAttentionFunction::apply(qkv, rel_bias, num_heads, window, shift, scale);
+  if (need_grad || !cpu || t != at::kFloat)
     return window_attention_reference(qkv, num_heads, window, shift, rel_bias, scale);
   return fast_cpu(g, qkv, rel_bias, scale);
 }

@@ -23,8 +23,11 @@
 // Requirements: H % window == 0, W % window == 0, 0 <= shift < window, C % nh == 0.
 //
 // Paths: a fused CPU kernel (AVX2+FMA when the CPU has it, else portable C++) when no gradient
-// is needed; otherwise (autograd on, or a non-CPU tensor) the same function in ATen ops, which is
-// differentiable and device-agnostic.
+// is needed. With autograd on CPU (float32, or float64 for the gradient tests) a custom autograd
+// function: the same fused forward, saving only qkv and rel_bias, and a fused backward that
+// recomputes each window's softmax and returns d qkv and d rel_bias (the caller's index_select
+// of relative_position_bias_table carries the latter to the table). Other devices and dtypes take
+// the same function in ATen ops (window_attention_reference), differentiable and device-agnostic.
 #pragma once
 
 #include <ATen/ATen.h>

@@ -139,7 +139,11 @@ struct BlockImpl : torch::nn::Module {
 #endif
     at::Tensor h = at::layer_norm(x, {dim}, norm1->weight, norm1->bias, kLnEps);
     at::Tensor qkv = at::linear(h, attn->qkv->weight, attn->qkv->bias);
-    at::Tensor a = window_attention(qkv, heads, w, shift, rel_bias, shift ? mask : at::Tensor(), scale);
+    // Training on the CPU: the fused kernel with its fused backward (a custom autograd function).
+    at::Tensor a =
+        fused && x.device().is_cpu()
+            ? fast_window_attention(qkv, heads, w, shift, rel_bias, scale)
+            : window_attention(qkv, heads, w, shift, rel_bias, shift ? mask : at::Tensor(), scale);
     at::Tensor y = x + at::linear(a, attn->proj->weight, attn->proj->bias);
     h = at::layer_norm(y, {dim}, norm2->weight, norm2->bias, kLnEps);
     h = at::gelu(at::linear(h, mlp->fc1->weight, mlp->fc1->bias));

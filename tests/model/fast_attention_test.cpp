@@ -481,3 +481,106 @@ TEST(FastSwinBlock, RejectsBadWeightsWithClearMessages) {
   EXPECT_EQ(msg(at::zeros({1, 240, 12}), 12, 20, random_block(12, 2, 8, 4, 24, true)),
             "window attention: map 12x20 is not a multiple of window 8");
 }
+
+// ------------------------------------------------------------------------------------------------
+// Training: fast_window_attention with autograd runs the fused backward (a custom autograd
+// function). Its gradients must be autograd's through the ATen formulation.
+namespace {
+
+struct Grads {
+  at::Tensor out, dqkv, dbias;
+};
+
+// out, d(sum(out * g))/dqkv and /dbias through fast_window_attention or the ATen reference.
+Grads attention_grads(const at::Tensor& qkv0, const at::Tensor& bias0, const at::Tensor& g,
+                      int64_t nh, int64_t ws, int64_t shift, double scale, bool fused) {
+  const at::Tensor qkv = qkv0.detach().clone().requires_grad_(true);
+  const at::Tensor bias = bias0.detach().clone().requires_grad_(true);
+  const at::Tensor out = fused ? iso::fast_window_attention(qkv, nh, ws, shift, bias, scale)
+                               : reference(qkv, nh, ws, shift, bias, scale);
+  (out * g).sum().backward();
+  return {out.detach(), qkv.grad(), bias.grad()};
+}
+
+// max |a - b| relative to max |b| (the gradient's scale).
+double rel_diff(const at::Tensor& a, const at::Tensor& b) {
+  return max_abs_diff(a, b) / std::max(b.abs().max().item<double>(), 1e-30);
+}
+
+}  // namespace
+
+TEST(FastAttentionTrain, GradientsMatchAutogradFloat) {
+  // Shapes of the default backbone (head dim 8), the next default (C 48, 6 heads), UniFMIR
+  // (head dim 15: the avx2 kernel pads it), odd head dims, 4x4 and 8x8 windows, non-square maps.
+  const std::vector<Config> configs = {
+      {2, 16, 24, 32, 4, 8, 0}, {2, 16, 24, 32, 4, 8, 4}, {1, 16, 16, 48, 6, 8, 4},
+      {1, 16, 32, 90, 6, 8, 4}, {1, 8, 12, 12, 2, 4, 2},  {1, 16, 16, 20, 4, 8, 4, 4.f},
+  };
+  for (AttentionKernel k : kernels_to_test()) {
+    KernelGuard kg(k);
+    for (const Config& c : configs) {
+      if (k == AttentionKernel::kAvx2 && (c.ws * c.ws) % 8 != 0) continue;  // avx2 needs N % 8
+      at::manual_seed(77 + c.C + c.shift);
+      const at::Tensor qkv = at::randn({c.B, c.H, c.W, 3 * c.C}) * c.qkv_amp;
+      const at::Tensor bias = make_bias(c.nh, c.ws, 0.5f);
+      const at::Tensor g = at::randn({c.B, c.H, c.W, c.C});
+      const double scale = 1.0 / std::sqrt(double(c.C / c.nh));
+      ThreadsGuard threads(2);
+      const Grads ref = attention_grads(qkv, bias, g, c.nh, c.ws, c.shift, scale, false);
+      const Grads got = attention_grads(qkv, bias, g, c.nh, c.ws, c.shift, scale, true);
+      const std::string what = name(c) + " kernel " + std::to_string(static_cast<int>(k));
+      EXPECT_LE(rel_diff(got.out, ref.out), 1e-5) << what;  // amp 4: logits up to ~100
+      EXPECT_LE(rel_diff(got.dqkv, ref.dqkv), 1e-5) << what;
+      EXPECT_LE(rel_diff(got.dbias, ref.dbias), 1e-5) << what;
+    }
+  }
+}
+
+TEST(FastAttentionTrain, GradientsMatchAutogradDouble) {
+  // In double the fused backward (portable kernel) is autograd's to rounding.
+  for (int64_t shift : {0, 4}) {
+    at::manual_seed(5 + shift);
+    const at::Tensor qkv = at::randn({2, 16, 24, 36}, at::kDouble);
+    const at::Tensor bias = make_bias(3, 8, 0.5f).to(at::kDouble);
+    const at::Tensor g = at::randn({2, 16, 24, 12}, at::kDouble);
+    const Grads ref = attention_grads(qkv, bias, g, 3, 8, shift, 0.5, false);
+    const Grads got = attention_grads(qkv, bias, g, 3, 8, shift, 0.5, true);
+    EXPECT_EQ(got.dqkv.scalar_type(), at::kDouble);
+    EXPECT_LE(rel_diff(got.out, ref.out), 1e-12) << "shift " << shift;
+    EXPECT_LE(rel_diff(got.dqkv, ref.dqkv), 1e-12) << "shift " << shift;
+    EXPECT_LE(rel_diff(got.dbias, ref.dbias), 1e-12) << "shift " << shift;
+  }
+}
+
+TEST(FastAttentionTrain, GradientsMatchFiniteDifferences) {
+  // Central differences in double on a tiny shifted map (4x4 windows, 2 heads, every region of
+  // the mask present): every qkv and bias entry.
+  at::manual_seed(21);
+  const int64_t nh = 2, ws = 4, shift = 2;
+  const at::Tensor qkv = at::randn({1, 8, 8, 12}, at::kDouble);
+  const at::Tensor bias = make_bias(nh, ws, 0.5f).to(at::kDouble);
+  const at::Tensor g = at::randn({1, 8, 8, 4}, at::kDouble);
+  const Grads got = attention_grads(qkv, bias, g, nh, ws, shift, 0.7, true);
+  auto loss = [&](const at::Tensor& q, const at::Tensor& b) {
+    at::NoGradGuard ng;
+    return (iso::fast_window_attention(q, nh, ws, shift, b, 0.7) * g).sum().item<double>();
+  };
+  const double h = 1e-6;
+  auto check = [&](const at::Tensor& param, const at::Tensor& grad, bool is_qkv) {
+    double worst = 0;
+    const at::Tensor flat = param.view(-1);
+    for (int64_t i = 0; i < flat.numel(); ++i) {
+      const double v = flat[i].item<double>();
+      flat[i] = v + h;
+      const double up = is_qkv ? loss(param, bias) : loss(qkv, param);
+      flat[i] = v - h;
+      const double down = is_qkv ? loss(param, bias) : loss(qkv, param);
+      flat[i] = v;
+      worst = std::max(worst, std::abs((up - down) / (2 * h) - grad.view(-1)[i].item<double>()));
+    }
+    return worst;
+  };
+  at::Tensor q = qkv.clone(), b = bias.clone();
+  EXPECT_LE(check(q, got.dqkv, true), 1e-7);
+  EXPECT_LE(check(b, got.dbias, false), 1e-7);
+}
