@@ -10,6 +10,7 @@
 #include "isoprompt/tensor.h"
 #include "isoprompt/train.h"
 #include "test_util.h"
+#include "tiny_models.h"
 
 using namespace isoprompt;
 using isoprompt::test::run_cli;
@@ -35,8 +36,8 @@ bool same_voxels(const Volume& a, const Volume& b) {
 }
 
 // Few steps on small crops: the U-Net is far from trained, so --fallback none keeps its output.
-const std::vector<std::string> kShortRun = {"--steps", "3", "--crop", "16-32", "--eval-every", "1",
-                                            "--fallback", "none"};
+const std::vector<std::string> kShortRun = {"--steps",      "3", "--crop",     "16-32",
+                                            "--eval-every", "1", "--fallback", "none"};
 
 }  // namespace
 
@@ -45,8 +46,9 @@ const std::vector<std::string> kShortRun = {"--steps", "3", "--crop", "16-32", "
 TEST(UNetCli, RestoreWritesTheStackAndTheFilePredictReproduces) {
   TempDir d;
   const std::string in = write_stack(d), net = d.file("u.safetensors");
-  std::vector<std::string> args = {"--threads", "1", "restore", in, "-o", d.file("r.tif"),
-                                   "--mode", "unet", "--prompt-out", net, "--train-batch", "2"};
+  std::vector<std::string> args = {
+      "--threads",    "1", "restore",       in, "-o", d.file("r.tif"), "--mode", "unet",
+      "--prompt-out", net, "--train-batch", "2"};
   args.insert(args.end(), kShortRun.begin(), kShortRun.end());
   auto r = run_cli(args);
   ASSERT_EQ(r.exit_code, 0) << r.err;
@@ -69,7 +71,8 @@ TEST(UNetCli, RestoreWritesTheStackAndTheFilePredictReproduces) {
   EXPECT_EQ(info.pmax, 99.8);
   EXPECT_GT(info.norm.hi, info.norm.lo);
 
-  r = run_cli({"--threads", "1", "predict", in, "-o", d.file("p.tif"), "--mode", "unet", "--prompt", net});
+  r = run_cli(
+      {"--threads", "1", "predict", in, "-o", d.file("p.tif"), "--mode", "unet", "--prompt", net});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(same_voxels(read_volume(d.file("p.tif")), restored));
   // Without --mode the file's mode is used.
@@ -92,17 +95,13 @@ TEST(UNetCli, TuneWritesTheFileAndTheFilesModeRefusesAnother) {
 
   r = run_cli({"predict", in, "-o", d.file("x.tif"), "--mode", "prompt", "--prompt", net});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(test::error_line(r.err), net + " holds a U-Net model, not --mode prompt: pass --mode unet");
+  EXPECT_EQ(test::error_line(r.err),
+            net + " holds a U-Net model, not --mode prompt: pass --mode unet");
   EXPECT_FALSE(file_exists(d.file("x.tif")));
 
   // A prompt file (tiny random backbone) is refused by --mode unet.
   at::manual_seed(5);
-  SwinConfig c;
-  c.embed_dim = 12;
-  c.depths = {1};
-  c.num_heads = {2};
-  c.num_feat = 8;
-  SwinIR bbnet(c);
+  SwinIR bbnet(test::tiny_swin_config());
   const std::string bb = d.file("tiny.safetensors"), prompt = d.file("p.safetensors");
   save_backbone(bb, bbnet);
   r = run_cli({"--threads", "1", "tune", in, "-o", prompt, "--backbone", bb, "--steps", "1",
@@ -110,13 +109,15 @@ TEST(UNetCli, TuneWritesTheFileAndTheFilesModeRefusesAnother) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   r = run_cli({"predict", in, "-o", d.file("x.tif"), "--mode", "unet", "--prompt", prompt});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(test::error_line(r.err), prompt + " holds a prompt model, not --mode unet: pass --mode prompt");
+  EXPECT_EQ(test::error_line(r.err),
+            prompt + " holds a prompt model, not --mode unet: pass --mode prompt");
   EXPECT_FALSE(file_exists(d.file("x.tif")));
 
   // The U-Net needs no backbone: naming one is a usage error; --resume is refused.
   r = run_cli({"restore", in, "-o", d.file("x.tif"), "--mode", "unet", "--backbone", bb});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_EQ(test::error_line(r.err), "--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+  EXPECT_EQ(test::error_line(r.err),
+            "--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
   r = run_cli({"tune", in, "-o", d.file("v.safetensors"), "--mode", "unet", "--resume", net});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(test::error_line(r.err), "--resume is only supported with --mode prompt");

@@ -1,10 +1,10 @@
 // The CARE U-Net: shapes, residual identity, parameter count, gradients, weights.
-#include <gtest/gtest.h>
+#include "isoprompt/unet.h"
 
+#include <gtest/gtest.h>
 #include <torch/torch.h>
 
 #include "isoprompt/error.h"
-#include "isoprompt/unet.h"
 
 using namespace isoprompt;
 
@@ -36,7 +36,8 @@ TEST(UNet, KeepsTheShapeOfOddAndTinySlices) {
   torch::manual_seed(1);
   UNet net(UNetConfig{});
   torch::NoGradGuard g;
-  for (auto hw : std::vector<std::pair<int64_t, int64_t>>{{13, 7}, {16, 16}, {5, 9}, {3, 2}, {1, 1}, {37, 21}}) {
+  for (auto hw : std::vector<std::pair<int64_t, int64_t>>{
+           {13, 7}, {16, 16}, {5, 9}, {3, 2}, {1, 1}, {37, 21}}) {
     const at::Tensor x = torch::rand({2, 1, hw.first, hw.second});
     const at::Tensor y = net->forward(x);
     EXPECT_EQ(y.sizes(), x.sizes()) << hw.first << "x" << hw.second;
@@ -58,7 +59,8 @@ TEST(UNet, IsTheIdentityWhenTheLastConvolutionIsZero) {
   UNet p(plain);
   p->out_conv()->weight.zero_();
   p->out_conv()->bias.fill_(0.25);
-  EXPECT_TRUE(torch::equal(p->forward(x), torch::full_like(x, 0.25)));  // no residual: the net alone
+  EXPECT_TRUE(
+      torch::equal(p->forward(x), torch::full_like(x, 0.25)));  // no residual: the net alone
 }
 
 // Autograd through convs, ReLU, max-pool, nearest upsampling, concatenation, reflect
@@ -72,6 +74,13 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
   c.convs = 1;
   UNet net(c);
   net->to(torch::kDouble);
+  {
+    // Random biases: with CARE's zero biases a pre-activation whose receptive field is all
+    // ReLU zeros is exactly 0, the kink itself, where central differences see slope 1/2.
+    torch::NoGradGuard g;
+    for (auto& p : net->named_parameters())
+      if (p.key().find("bias") != std::string::npos) p.value().uniform_(-0.2, 0.2);
+  }
   const at::Tensor x = torch::rand({1, 1, 7, 6}, torch::kDouble);  // padded to 8x8 and cropped
   const at::Tensor probe = torch::randn({1, 1, 7, 6}, torch::kDouble);
   auto loss = [&] { return (net->forward(x) * probe).sum(); };
@@ -91,11 +100,12 @@ TEST(UNet, GradientsMatchFiniteDifferences) {
       const double down = loss().item<double>();
       flat[j] = v;
       const double fd = (up - down) / (2 * eps), ad = gflat[j].item<double>();
-      EXPECT_NEAR(ad, fd, 1e-6 * std::max(1.0, std::abs(fd))) << "parameter " << i << " element " << j;
+      EXPECT_NEAR(ad, fd, 1e-6 * std::max(1.0, std::abs(fd)))
+          << "parameter " << i << " element " << j;
       ++checked;
     }
   }
-  EXPECT_GE(checked, 40);
+  EXPECT_EQ(checked, 32);  // a few elements of each of the 12 tensors
 }
 
 TEST(UNet, ConfigurationAndWeightsRoundTripStrictly) {

@@ -1,14 +1,14 @@
 // tune() in Mode::UNet: CARE's U-Net from scratch on the prompt's pairs, and its files.
 #include <gtest/gtest.h>
+#include <torch/torch.h>
 
 #include <algorithm>
 #include <cmath>
 
-#include <torch/torch.h>
-
 #include "isoprompt/error.h"
 #include "isoprompt/train.h"
 #include "test_util.h"
+#include "tiny_models.h"
 
 using namespace isoprompt;
 
@@ -20,7 +20,8 @@ Volume wavy_volume() {
   float* d = v.data<float>();
   for (int64_t i = 0; i < v.numel(); ++i) {
     const int64_t z = i / (48 * 48), y = (i / 48) % 48, x = i % 48;
-    d[i] = static_cast<float>(std::sin(0.5 * x + 0.7 * z) * std::cos(0.35 * y) + 0.3 * std::sin(0.9 * y));
+    d[i] = static_cast<float>(std::sin(0.5 * x + 0.7 * z) * std::cos(0.35 * y) +
+                              0.3 * std::sin(0.9 * y));
   }
   return v;
 }
@@ -92,7 +93,7 @@ TEST(UNetTune, FileRoundTripAndModeChecks) {
   const Volume v = wavy_volume();
   TuneParams p = short_run();
   p.steps = 2;
-  const TuneResult r = tune(v, p);
+  TuneResult r = tune(v, p);
   const std::string path = dir.file("u.safetensors");
   save_prompt(path, r);
 
@@ -107,19 +108,16 @@ TEST(UNetTune, FileRoundTripAndModeChecks) {
   LoadedPrompt lp = load_unet(path);
   ASSERT_TRUE(lp.unet);
   const at::Tensor x = torch::rand({2, 1, 19, 23});
-  torch::NoGradGuard g;
-  EXPECT_TRUE(torch::equal(lp.unet->forward(x), r.unet->forward(x)));
+  {
+    torch::NoGradGuard g;
+    EXPECT_TRUE(torch::equal(lp.unet->forward(x), r.unet->forward(x)));
+  }
 
   // A backbone's loader refuses the U-Net, and the U-Net's loader a prompt.
   torch::manual_seed(7);
-  SwinConfig c;
-  c.embed_dim = 12;
-  c.depths = {1};
-  c.num_heads = {2};
-  c.num_feat = 8;
   Backbone bb;
-  bb.net = SwinIR(c);
-  bb.config = c;
+  bb.config = test::tiny_swin_config();
+  bb.net = SwinIR(bb.config);
   bb.name = "tiny";
   bb.hash = backbone_hash(bb.net);
   try {
@@ -141,6 +139,7 @@ TEST(UNetTune, FileRoundTripAndModeChecks) {
     load_unet(prompt);
     FAIL() << "load_unet accepted a prompt file";
   } catch (const CheckpointError& e) {
-    EXPECT_EQ(std::string(e.what()), prompt + " holds a prompt for backbone tiny, not a U-Net (mode unet)");
+    EXPECT_EQ(std::string(e.what()),
+              prompt + " holds a prompt for backbone tiny, not a U-Net (mode unet)");
   }
 }
