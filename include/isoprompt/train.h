@@ -16,6 +16,8 @@
 //   LoadedPrompt lu = load_unet("stack.unet.safetensors");
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -23,8 +25,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ATen/ATen.h>
 
 #include "isoprompt/checkpoint.h"
 #include "isoprompt/loss.h"
@@ -186,7 +186,7 @@ double default_tune_lr(TuneParams::Mode mode);
 // mode's default) to that × min_lr_ratio.
 double tune_lr(const TuneParams& p, double progress);
 
-const char* mode_name(TuneParams::Mode m);        // "prompt", "full", "unet"
+const char* mode_name(TuneParams::Mode m);               // "prompt", "full", "unet"
 TuneParams::Mode parse_tune_mode(const std::string& s);  // throws InputError
 const char* degrade_model_name(DegradeParams::Model m);  // "average", "psf"
 

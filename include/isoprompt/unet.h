@@ -15,25 +15,25 @@
 // dropout, Glorot-uniform weights and zero biases (Keras' defaults, which CARE keeps).
 #pragma once
 
-#include <cstdint>
-#include <string>
-#include <vector>
-
 #include <ATen/ATen.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/conv.h>
 #include <torch/nn/pimpl.h>
 
+#include <cstdint>
+#include <string>
+#include <vector>
+
 #include "isoprompt/checkpoint.h"
 
 namespace isoprompt {
 
-struct UNetConfig {  // defaults = CARE (csbdeep.models.Config for 2D isotropic data)
-  int64_t depth = 2;        // n_depth: pooling levels
-  int64_t filters = 32;     // n_filter_base: filters of the first level, doubled per level
-  int64_t kernel = 5;       // kern_size (odd)
-  int64_t convs = 2;        // n_conv_per_depth
-  bool residual = true;     // output = input + net(input)
+struct UNetConfig {      // defaults = CARE (csbdeep.models.Config for 2D isotropic data)
+  int64_t depth = 2;     // n_depth: pooling levels
+  int64_t filters = 32;  // n_filter_base: filters of the first level, doubled per level
+  int64_t kernel = 5;    // kern_size (odd)
+  int64_t convs = 2;     // n_conv_per_depth
+  bool residual = true;  // output = input + net(input)
 
   // Throws CheckpointError when out of range (depth 1..6, filters 1..1024, kernel odd
   // 1..15, convs 1..8).

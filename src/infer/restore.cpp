@@ -42,7 +42,6 @@ Volume reconstruct_with_model(const Volume& input, ReconstructParams params, Pro
   return reconstruct(input, params, model_restorer(model), report);
 }
 
-
 RestorerCost unet_cost(const UNetConfig& config) {
   // At full resolution a forward pass holds the input, one level-0 skip (F channels), the
   // conv being computed (F in, F out) and, on the way up, the 2F-channel concatenation: about

@@ -1,14 +1,14 @@
 // The CARE U-Net (see unet.h): configuration, layers, forward pass, weights.
 #include "isoprompt/unet.h"
 
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <array>
 #include <cmath>
 #include <map>
-#include <vector>
 #include <nlohmann/json.hpp>
-
-#include <torch/torch.h>
+#include <vector>
 
 #include "isoprompt/error.h"
 
@@ -16,7 +16,9 @@ namespace isoprompt {
 
 namespace {
 
-std::string shape_text(at::IntArrayRef s) { return fmt::format("[{}]", fmt::join(s, ", ")); }
+std::string shape_text(at::IntArrayRef s) {
+  return fmt::format("[{}]", fmt::join(s, ", "));
+}
 
 // Keras' 'same' convolution with its default initialisation: Glorot-uniform weights
 // (limit sqrt(6 / (fan_in + fan_out)), fans counting the kernel's taps), zero bias.
@@ -29,7 +31,9 @@ torch::nn::Conv2d conv(int64_t in, int64_t out, int64_t k) {
   return c;
 }
 
-int64_t conv_params(int64_t in, int64_t out, int64_t k) { return in * out * k * k + out; }
+int64_t conv_params(int64_t in, int64_t out, int64_t k) {
+  return in * out * k * k + out;
+}
 
 }  // namespace
 
@@ -61,17 +65,24 @@ UNetConfig UNetConfig::from_json(const std::string& text) {
     for (const auto& [k, v] : j.items()) {
       if (k == "residual") {
         if (!v.is_boolean())
-          throw CheckpointError(fmt::format("U-Net configuration field 'residual' is not a boolean in {}", text));
+          throw CheckpointError(
+              fmt::format("U-Net configuration field 'residual' is not a boolean in {}", text));
         c.residual = v.get<bool>();
         continue;
       }
       if (!v.is_number_integer())
-        throw CheckpointError(fmt::format("U-Net configuration field '{}' is not a whole number in {}", k, text));
-      if (k == "depth") c.depth = v.get<int64_t>();
-      else if (k == "filters") c.filters = v.get<int64_t>();
-      else if (k == "kernel") c.kernel = v.get<int64_t>();
-      else if (k == "convs") c.convs = v.get<int64_t>();
-      else throw CheckpointError(fmt::format("unknown field '{}' in U-Net configuration {}", k, text));
+        throw CheckpointError(
+            fmt::format("U-Net configuration field '{}' is not a whole number in {}", k, text));
+      if (k == "depth")
+        c.depth = v.get<int64_t>();
+      else if (k == "filters")
+        c.filters = v.get<int64_t>();
+      else if (k == "kernel")
+        c.kernel = v.get<int64_t>();
+      else if (k == "convs")
+        c.convs = v.get<int64_t>();
+      else
+        throw CheckpointError(fmt::format("unknown field '{}' in U-Net configuration {}", k, text));
     }
   } catch (const nlohmann::json::exception& e) {
     throw CheckpointError(fmt::format("malformed U-Net configuration {}: {}", text, e.what()));
@@ -110,12 +121,15 @@ static void for_each_conv(const UNetConfig& c, F&& f) {
 
 int64_t UNetConfig::parameter_count() const {
   int64_t n = 0;
-  for_each_conv(*this, [&](char, int64_t, int64_t in, int64_t out, int64_t k) { n += conv_params(in, out, k); });
+  for_each_conv(*this, [&](char, int64_t, int64_t in, int64_t out, int64_t k) {
+    n += conv_params(in, out, k);
+  });
   return n;
 }
 
 bool UNetConfig::operator==(const UNetConfig& o) const {
-  return depth == o.depth && filters == o.filters && kernel == o.kernel && convs == o.convs && residual == o.residual;
+  return depth == o.depth && filters == o.filters && kernel == o.kernel && convs == o.convs &&
+         residual == o.residual;
 }
 
 UNetImpl::UNetImpl(const UNetConfig& cfg) : cfg_(cfg) {
@@ -126,13 +140,16 @@ UNetImpl::UNetImpl(const UNetConfig& cfg) : cfg_(cfg) {
     const auto l = static_cast<size_t>(level);
     switch (part) {
       case 'd':
-        down_[l].push_back(register_module(fmt::format("down{}_{}", level, down_[l].size()), conv(in, out, k)));
+        down_[l].push_back(
+            register_module(fmt::format("down{}_{}", level, down_[l].size()), conv(in, out, k)));
         break;
       case 'b':
-        bottom_.push_back(register_module(fmt::format("bottom_{}", bottom_.size()), conv(in, out, k)));
+        bottom_.push_back(
+            register_module(fmt::format("bottom_{}", bottom_.size()), conv(in, out, k)));
         break;
       case 'u':
-        up_[l].push_back(register_module(fmt::format("up{}_{}", level, up_[l].size()), conv(in, out, k)));
+        up_[l].push_back(
+            register_module(fmt::format("up{}_{}", level, up_[l].size()), conv(in, out, k)));
         break;
       default:
         out_ = register_module("out", conv(in, out, k));
@@ -159,7 +176,8 @@ at::Tensor UNetImpl::forward(const at::Tensor& x) {
   }
   for (auto& c : bottom_) h = at::relu(c->forward(h));
   for (int64_t l = cfg_.depth - 1; l >= 0; --l) {
-    const std::array<int64_t, 2> up{h.size(2) * 2, h.size(3) * 2};  // IntArrayRef overload (1.13 and 2.x)
+    const std::array<int64_t, 2> up{h.size(2) * 2,
+                                    h.size(3) * 2};  // IntArrayRef overload (1.13 and 2.x)
     h = at::cat({at::upsample_nearest2d(h, at::IntArrayRef(up)), skips[static_cast<size_t>(l)]}, 1);
     for (auto& c : up_[static_cast<size_t>(l)]) h = at::relu(c->forward(h));
   }
@@ -180,19 +198,23 @@ void UNetImpl::load_weights(const TensorMap& tensors, const std::string& source)
   for (const auto& p : named_parameters(true)) params.emplace(p.key(), p.value());
   for (const auto& kv : tensors)
     if (!params.count(kv.first))
-      throw CheckpointError(fmt::format("unknown tensor '{}' in {}: the U-Net {} has no such parameter", kv.first,
-                                        source, cfg_.to_json()));
+      throw CheckpointError(
+          fmt::format("unknown tensor '{}' in {}: the U-Net {} has no such parameter", kv.first,
+                      source, cfg_.to_json()));
   torch::NoGradGuard g;
   for (auto& [name, p] : params) {
     const auto it = tensors.find(name);
     if (it == tensors.end())
-      throw CheckpointError(fmt::format("missing tensor '{}' (expected shape {}) in {}", name, shape_text(p.sizes()), source));
+      throw CheckpointError(fmt::format("missing tensor '{}' (expected shape {}) in {}", name,
+                                        shape_text(p.sizes()), source));
     if (it->second.sizes() != p.sizes())
-      throw CheckpointError(fmt::format("tensor '{}' in {} has shape {}, but the U-Net {} expects {}", name, source,
-                                        shape_text(it->second.sizes()), cfg_.to_json(), shape_text(p.sizes())));
+      throw CheckpointError(
+          fmt::format("tensor '{}' in {} has shape {}, but the U-Net {} expects {}", name, source,
+                      shape_text(it->second.sizes()), cfg_.to_json(), shape_text(p.sizes())));
     if (!at::isFloatingType(it->second.scalar_type()))
-      throw CheckpointError(fmt::format("tensor '{}' in {} has type {}, expected a floating-point type", name, source,
-                                        c10::toString(it->second.scalar_type())));
+      throw CheckpointError(
+          fmt::format("tensor '{}' in {} has type {}, expected a floating-point type", name, source,
+                      c10::toString(it->second.scalar_type())));
     p.copy_(it->second);
   }
 }

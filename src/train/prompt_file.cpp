@@ -172,11 +172,13 @@ void save_prompt(const std::string& path, const PromptedModel& model, const Prom
 }
 
 void save_prompt(const std::string& path, const TuneResult& result) {
-  if (result.info.mode != TuneParams::Mode::UNet) return save_prompt(path, result.model, result.info);
+  if (result.info.mode != TuneParams::Mode::UNet)
+    return save_prompt(path, result.model, result.info);
   check_output_path(path);
   if (!result.unet) throw_error("cannot save a U-Net file: the result holds no U-Net");
   TensorList tensors;
-  for (const auto& kv : result.unet->weights()) tensors.emplace_back(kv.first, kv.second.detach().cpu());
+  for (const auto& kv : result.unet->weights())
+    tensors.emplace_back(kv.first, kv.second.detach().cpu());
   write_safetensors(path, tensors, result.info.to_metadata());
 }
 
@@ -225,9 +227,10 @@ LoadedPrompt load_unet(const std::string& path, torch::Device device) {
   LoadedPrompt out;
   const TensorMap tensors = read_prompt_file(path, out.info);
   if (out.info.mode != TuneParams::Mode::UNet)
-    throw CheckpointError(fmt::format("{} holds a {} for backbone {}, not a U-Net (mode unet)", path,
-                                      out.info.mode == TuneParams::Mode::Full ? "fully tuned model" : "prompt",
-                                      out.info.backbone_name));
+    throw CheckpointError(
+        fmt::format("{} holds a {} for backbone {}, not a U-Net (mode unet)", path,
+                    out.info.mode == TuneParams::Mode::Full ? "fully tuned model" : "prompt",
+                    out.info.backbone_name));
   out.unet = UNet(out.info.unet);
   out.unet->load_weights(tensors, path);
   out.unet->to(device);

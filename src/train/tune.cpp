@@ -1,10 +1,10 @@
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <functional>
 #include <map>
-
-#include <torch/torch.h>
 
 #include "isoprompt/error.h"
 #include "isoprompt/log.h"
@@ -189,7 +189,8 @@ LoopBest run_training_loop(const TuneParams& params, const TrainingLoop& loop,
     res.val_history.emplace_back(0, best);
 
     torch::optim::Adam opt(trainable, torch::optim::AdamOptions(tune_lr(params, 0)));
-    auto& adam_options = static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
+    auto& adam_options =
+        static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
     Progress bar(loop.label, params.steps, "steps");
     for (step = 1; step <= params.steps; ++step) {
       // Cosine decay over the run, which ends at --steps or at the time budget, whichever
@@ -467,8 +468,8 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
   info.backbone_hash = backbone.hash;
   info.prompt = pcfg;
   info.steps = prev_steps + res.steps_run;
-  info.best_step = kept.step == 0 ? (params.resume_from.empty() ? 0 : prev_steps)
-                                  : prev_steps + kept.step;
+  info.best_step =
+      kept.step == 0 ? (params.resume_from.empty() ? 0 : prev_steps) : prev_steps + kept.step;
   info.val_psnr = kept.kept ? kept.psnr : zero_shot;
   info.zero_shot_psnr = zero_shot;
   info.interp_psnr = interp_psnr;
@@ -497,11 +498,12 @@ TuneResult tune(const Volume& vol, const TuneParams& params) {
   const torch::Device dev = params.device;
   UNet net(uc);
   net->to(dev);
-  log_info("training a U-Net from scratch: {} parameters (depth {}, {} first filters, {}x{} "
-           "kernels{}), K = {}, {} training / {} validation planes",
-           uc.parameter_count(), uc.depth, uc.filters, uc.kernel, uc.kernel,
-           uc.residual ? ", residual" : "", factor, sampler.train_planes().size(),
-           sampler.val_planes().size());
+  log_info(
+      "training a U-Net from scratch: {} parameters (depth {}, {} first filters, {}x{} "
+      "kernels{}), K = {}, {} training / {} validation planes",
+      uc.parameter_count(), uc.depth, uc.filters, uc.kernel, uc.kernel,
+      uc.residual ? ", residual" : "", factor, sampler.train_planes().size(),
+      sampler.val_planes().size());
 
   PairBatch val = sampler.validation(params.val_crops, sampler.max_crop(), params.seed);
   val.input = val.input.to(dev);

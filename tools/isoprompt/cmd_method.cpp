@@ -215,7 +215,9 @@ void refuse_backbone_for_unet(const ReconArgs& a) {
 }
 
 // "zero-shot" names a prompt's or full model's start; a U-Net starts untrained.
-const char* start_name(Mode m) { return m == Mode::UNet ? "untrained" : "zero-shot"; }
+const char* start_name(Mode m) {
+  return m == Mode::UNet ? "untrained" : "zero-shot";
+}
 
 void run_predict(const PredictArgs& a) {
   apply_globals();
@@ -303,8 +305,9 @@ void run_restore(RestoreArgs a) {
   const Mode mode = parse_mode(a.mode);
   if (!a.prompt_out.empty()) {
     if (mode == Mode::Interp || mode == Mode::ZeroShot)
-      throw_input("--prompt-out needs --mode prompt, full or unet (nothing is tuned with --mode {})",
-                  mode_text(mode));
+      throw_input(
+          "--prompt-out needs --mode prompt, full or unet (nothing is tuned with --mode {})",
+          mode_text(mode));
     std::vector<std::string> inputs = recon_inputs(a, a.flags.resume);
     inputs.push_back(a.out);
     check_output_path(a.prompt_out, inputs);
@@ -388,9 +391,10 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
   c->add_option("--backbone", a.backbone,
                 "backbone model file, or 'default' (models/isoprompt-default.safetensors)")
       ->capture_default_str();
-  a.mode_opt = c->add_option("--mode", a.mode,
-                             "prompt | zero-shot | full | unet (CARE's U-Net, no backbone) | interp")
-                   ->capture_default_str();
+  a.mode_opt =
+      c->add_option("--mode", a.mode,
+                    "prompt | zero-shot | full | unet (CARE's U-Net, no backbone) | interp")
+          ->capture_default_str();
   c->add_option("--factor", a.factor,
                 "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
       ->capture_default_str();
