@@ -37,4 +37,16 @@ SliceRestorer model_restorer(PromptedModel& model);
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, PromptedModel& model,
                               ReconstructReport* report = nullptr);
 
+// Memory model of a U-Net forward pass in inference mode (its widest level's activations
+// and the skips held for the way up) and its weights; tiles are multiples of 2^depth.
+RestorerCost unet_cost(const UNetConfig& config);
+
+// A SliceRestorer that runs `net` (held by reference: keep it alive); any slice size.
+SliceRestorer unet_restorer(UNet& net);
+
+// The same for a U-Net (mode unet): moves it to params.device, sets params.cost and
+// reconstructs. params.interp is the one it was trained with (the file's "interp").
+Volume reconstruct_with_model(const Volume& input, ReconstructParams params, UNet& net,
+                              ReconstructReport* report = nullptr);
+
 }  // namespace isoprompt

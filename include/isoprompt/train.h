@@ -9,7 +9,14 @@
 //   at::Tensor y = r.model.forward(x);  // B×1×H×W, x normalised with r.info.norm
 //
 //   LoadedPrompt lp = load_prompt("stack.prompt.safetensors", bb);  // refuses another backbone
+//
+//   p.mode = TuneParams::Mode::UNet;    // CARE's U-Net from scratch on the same pairs
+//   TuneResult u = tune(volume, p);     // no backbone; u.unet holds the network
+//   save_prompt("stack.unet.safetensors", u);
+//   LoadedPrompt lu = load_unet("stack.unet.safetensors");
 #pragma once
+
+#include <ATen/ATen.h>
 
 #include <cstdint>
 #include <map>
@@ -19,13 +26,12 @@
 #include <utility>
 #include <vector>
 
-#include <ATen/ATen.h>
-
 #include "isoprompt/checkpoint.h"
 #include "isoprompt/loss.h"
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
 #include "isoprompt/prompt.h"
+#include "isoprompt/unet.h"
 #include "isoprompt/volume.h"
 
 namespace isoprompt {
@@ -126,7 +132,9 @@ class PairSampler {
 // ---- Tuning ------------------------------------------------------------------------
 
 struct TuneParams {
-  enum class Mode { Prompt, Full };  // Full: every backbone weight trains (baseline)
+  // Full: every backbone weight trains (baseline). UNet: CARE's U-Net trains from scratch on
+  // the same pairs (the peer a biologist would pick; no backbone, L1 loss).
+  enum class Mode { Prompt, Full, UNet };
 
   // 2,000 steps take ~3 min on a 250² stack (2 cores); they gained 0.2 dB over 500 on the
   // demo phantom. The cosine decay spans them, or the time budget when that ends first.
@@ -142,6 +150,9 @@ struct TuneParams {
   int64_t crop_min = 64, crop_max = 128;
   PromptConfig prompt;
   Mode mode = Mode::Prompt;
+  UNetConfig unet;  // Mode::UNet: the architecture (CARE's defaults)
+  // Mode::UNet: where the network trains (the other modes use the backbone's device).
+  torch::Device device = torch::kCPU;
 
   double factor = 0;  // K; 0 = the volume's z-step / xy-pixel
   DegradeParams degrade;
@@ -168,30 +179,32 @@ struct TuneParams {
 double cosine_decay(double min_ratio, double progress);
 
 // The rate `lr = 0` stands for: 3e-2 for a prompt, 3e-4 for full fine-tuning (every weight
-// of a pretrained backbone: a prompt's rate would wreck it).
+// of a pretrained backbone: a prompt's rate would wreck it), 4e-4 for a U-Net (CSBDeep's).
 double default_tune_lr(TuneParams::Mode mode);
 
 // The learning rate at `progress` in [0, 1] of the run: a half cosine from lr (or the
 // mode's default) to that × min_lr_ratio.
 double tune_lr(const TuneParams& p, double progress);
 
-const char* mode_name(TuneParams::Mode m);        // "prompt", "full"
+const char* mode_name(TuneParams::Mode m);               // "prompt", "full", "unet"
 TuneParams::Mode parse_tune_mode(const std::string& s);  // throws InputError
 const char* degrade_model_name(DegradeParams::Model m);  // "average", "psf"
 
 // Everything a prompt file records besides the tensors.
 struct PromptInfo {
-  std::string backbone_name, backbone_hash;
+  std::string backbone_name, backbone_hash;  // empty for a U-Net
   TuneParams::Mode mode = TuneParams::Mode::Prompt;
   double factor = 1.0;
   DegradeParams degrade;
   Interp interp = Interp::Keys;  // the backbone was pretrained on Keys-upsampled inputs
   Normalizer norm;
   double pmin = 1.0, pmax = 99.8;
-  PromptConfig prompt;
+  PromptConfig prompt;    // Prompt mode (written for Full too)
+  UNetConfig unet;        // UNet mode
   int64_t steps = 0;      // optimiser steps in total (resumed runs add up)
   int64_t best_step = 0;  // step of the kept state (0 = the untuned start)
-  double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;  // dB on the held-out pairs
+  // dB on the held-out pairs. For a U-Net, zero_shot_psnr is its untrained (random) start.
+  double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;
   double seconds = 0;
   std::string version;  // isoprompt version that wrote it
 
@@ -203,6 +216,7 @@ struct PromptInfo {
 
 struct TuneResult {
   PromptedModel model;  // the best state by validation (backbone shared, or tuned copy in Full)
+  UNet unet{nullptr};   // UNet mode: the best state by validation (`model` is empty then)
   PromptInfo info;
   int64_t steps_run = 0;        // steps done in this call
   bool cancelled = false;       // Ctrl-C: stopped early, `model` is the best so far
@@ -220,23 +234,35 @@ struct TuneResult {
 // when `evaluated`: an interrupted run never replaces a prompt file with an untrained one).
 // Throws Error when a validation PSNR is not a number (NaN or Inf in a prediction).
 // Throws InputError for bad parameters (before any work).
+// Mode::UNet ignores `backbone` and runs the overload below.
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params);
+
+// Trains CARE's U-Net (params.unet) from scratch on the same pairs, schedule, validation,
+// time budget and Ctrl-C handling as a prompt, with CARE's L1 loss; needs no backbone.
+// Throws InputError for another mode or --resume.
+TuneResult tune(const Volume& vol, const TuneParams& params);
 
 // ---- Prompt files ------------------------------------------------------------------
 
 // Writes the tuned state, atomically: Prompt mode -> safetensors with the module tensors
 // and PromptInfo metadata (kilobytes); Full mode -> a model file (save_backbone) with
-// the same metadata.
+// the same metadata; UNet mode -> safetensors with the U-Net's weights, the metadata and
+// its configuration ("unet_config", JSON).
 void save_prompt(const std::string& path, const TuneResult& result);
 void save_prompt(const std::string& path, const PromptedModel& model, const PromptInfo& info);
 
 struct LoadedPrompt {
   PromptedModel model;
+  UNet unet{nullptr};  // a U-Net file (load_unet); `model` is empty then
   PromptInfo info;
 };
 // Loads a prompt file for `backbone`. Throws CheckpointError when it was tuned for a
 // different backbone: "prompt X was tuned for backbone A (hash …), not B (hash …)".
+// A U-Net file is refused too ("... holds a U-Net (mode unet), which needs no backbone").
 LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone);
+// Loads a U-Net file onto `device`. Throws CheckpointError for a prompt or full file ("X
+// holds a prompt for backbone B, not a U-Net").
+LoadedPrompt load_unet(const std::string& path, torch::Device device = torch::kCPU);
 // The metadata alone (for `info`-style listings); throws CheckpointError.
 PromptInfo read_prompt_info(const std::string& path);
 

@@ -42,4 +42,26 @@ Volume reconstruct_with_model(const Volume& input, ReconstructParams params, Pro
   return reconstruct(input, params, model_restorer(model), report);
 }
 
+RestorerCost unet_cost(const UNetConfig& config) {
+  // At full resolution a forward pass holds the input, one level-0 skip (F channels), the
+  // conv being computed (F in, F out) and, on the way up, the 2F-channel concatenation: about
+  // 6F floats per pixel at peak; deeper levels hold a quarter as many pixels per level.
+  RestorerCost cost;
+  cost.bytes_per_pixel = 4.0 * 6.0 * static_cast<double>(config.filters) * 1.5;  // allocator slack
+  cost.fixed_bytes = 4.0 * static_cast<double>(config.parameter_count());
+  cost.multiple = config.multiple();
+  return cost;
+}
+
+SliceRestorer unet_restorer(UNet& net) {
+  return [&net](const at::Tensor& x) { return net->forward(x); };
+}
+
+Volume reconstruct_with_model(const Volume& input, ReconstructParams params, UNet& net,
+                              ReconstructReport* report) {
+  params.cost = unet_cost(net->config());
+  net->to(params.device);
+  return reconstruct(input, params, unet_restorer(net), report);
+}
+
 }  // namespace isoprompt

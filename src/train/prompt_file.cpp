@@ -71,7 +71,7 @@ torch::Device device_of(const SwinIR& net) {
 
 std::map<std::string, std::string> PromptInfo::to_metadata() const {
   std::map<std::string, std::string> m;
-  m["isoprompt_kind"] = mode == TuneParams::Mode::Full ? "full" : "prompt";
+  m["isoprompt_kind"] = mode_name(mode);  // "prompt", "full" or "unet"
   m["isoprompt_version"] = version.empty() ? ISOPROMPT_VERSION : version;
   m["backbone_name"] = backbone_name;
   m["backbone_hash"] = backbone_hash;
@@ -88,10 +88,14 @@ std::map<std::string, std::string> PromptInfo::to_metadata() const {
   m["norm_hi"] = num(norm.hi);
   m["norm_pmin"] = num(pmin);
   m["norm_pmax"] = num(pmax);
-  m["placement"] = placement_name(prompt.placement);
-  m["num_prompts"] = std::to_string(prompt.num_prompts);
-  m["attn_dim"] = std::to_string(prompt.attn_dim);
-  m["query_rank"] = std::to_string(prompt.query_rank);
+  if (mode == TuneParams::Mode::UNet) {
+    m["unet_config"] = unet.to_json();
+  } else {
+    m["placement"] = placement_name(prompt.placement);
+    m["num_prompts"] = std::to_string(prompt.num_prompts);
+    m["attn_dim"] = std::to_string(prompt.attn_dim);
+    m["query_rank"] = std::to_string(prompt.query_rank);
+  }
   m["steps"] = std::to_string(steps);
   m["best_step"] = std::to_string(best_step);
   m["val_psnr"] = num(val_psnr);
@@ -106,18 +110,21 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   const MetaReader r{m, source};
   PromptInfo p;
   const std::string kind = r.str("isoprompt_kind");
-  if (kind != "prompt" && kind != "full")
+  if (kind != "prompt" && kind != "full" && kind != "unet")
     throw CheckpointError(fmt::format("prompt file {} has an unknown kind '{}'", source, kind));
   try {
     p.mode = parse_tune_mode(r.str("mode"));
     p.degrade.model = r.str("degrade") == "psf" ? DegradeParams::Psf : DegradeParams::Average;
     p.interp = interp_from_file(r.str("interp"));
-    p.prompt.placement = parse_placement(r.str("placement"));
+    if (p.mode != TuneParams::Mode::UNet) p.prompt.placement = parse_placement(r.str("placement"));
   } catch (const CheckpointError&) {
     throw;
   } catch (const InputError& e) {
     throw CheckpointError(fmt::format("prompt file {}: {}", source, e.what()));
   }
+  if ((kind == "unet") != (p.mode == TuneParams::Mode::UNet))
+    throw CheckpointError(fmt::format("prompt file {}: kind '{}' does not match mode '{}'", source,
+                                      kind, mode_name(p.mode)));
   p.version = r.str("isoprompt_version");
   p.backbone_name = r.str("backbone_name");
   p.backbone_hash = r.str("backbone_hash");
@@ -134,9 +141,13 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   p.norm.hi = r.real("norm_hi");
   p.pmin = r.real("norm_pmin");
   p.pmax = r.real("norm_pmax");
-  p.prompt.num_prompts = r.integer("num_prompts", 0, 4096);
-  p.prompt.attn_dim = r.integer("attn_dim", 0, 4096);
-  p.prompt.query_rank = r.integer("query_rank", 0, 4096);
+  if (p.mode == TuneParams::Mode::UNet) {
+    p.unet = UNetConfig::from_json(r.str("unet_config"));
+  } else {
+    p.prompt.num_prompts = r.integer("num_prompts", 0, 4096);
+    p.prompt.attn_dim = r.integer("attn_dim", 0, 4096);
+    p.prompt.query_rank = r.integer("query_rank", 0, 4096);
+  }
   p.steps = r.integer("steps");
   p.best_step = r.integer("best_step");
   p.val_psnr = r.real("val_psnr");
@@ -152,6 +163,8 @@ void save_prompt(const std::string& path, const PromptedModel& model, const Prom
     save_backbone(path, model.backbone().net, info.to_metadata());
     return;
   }
+  if (info.mode == TuneParams::Mode::UNet)
+    throw_error("a U-Net is saved from its TuneResult, not from a prompted model");
   if (!model.has_prompts()) throw_error("cannot save a prompt file: the model has no prompt modules");
   TensorList tensors;
   for (const auto& kv : model.prompt_state()) tensors.emplace_back(kv.first, kv.second.detach().cpu());
@@ -159,7 +172,14 @@ void save_prompt(const std::string& path, const PromptedModel& model, const Prom
 }
 
 void save_prompt(const std::string& path, const TuneResult& result) {
-  save_prompt(path, result.model, result.info);
+  if (result.info.mode != TuneParams::Mode::UNet)
+    return save_prompt(path, result.model, result.info);
+  check_output_path(path);
+  if (!result.unet) throw_error("cannot save a U-Net file: the result holds no U-Net");
+  TensorList tensors;
+  for (const auto& kv : result.unet->weights())
+    tensors.emplace_back(kv.first, kv.second.detach().cpu());
+  write_safetensors(path, tensors, result.info.to_metadata());
 }
 
 PromptInfo read_prompt_info(const std::string& path) {
@@ -171,15 +191,24 @@ PromptInfo read_prompt_info(const std::string& path) {
   return PromptInfo::from_metadata(meta, path);
 }
 
-LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
+// The tensors of a prompt file (finite-checked) and its metadata into `info`.
+static TensorMap read_prompt_file(const std::string& path, PromptInfo& info) {
   check_input_file(path, "prompt file");
   std::map<std::string, std::string> meta;
   TensorMap tensors = read_safetensors(path, &meta);
   if (!meta.count("isoprompt_kind"))
     throw CheckpointError(fmt::format("{} is not an isoprompt prompt file (no isoprompt metadata)", path));
   check_finite_weights(tensors, path);
+  info = PromptInfo::from_metadata(meta, path);
+  return tensors;
+}
+
+LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
   LoadedPrompt out;
-  out.info = PromptInfo::from_metadata(meta, path);
+  const TensorMap tensors = read_prompt_file(path, out.info);
+  if (out.info.mode == TuneParams::Mode::UNet)
+    throw CheckpointError(fmt::format(
+        "{} holds a U-Net trained from scratch (mode unet), which needs no backbone", path));
   if (out.info.backbone_hash != backbone.hash)
     throw CheckpointError(fmt::format("prompt {} was tuned for backbone {} (hash {}), not {} (hash {})",
                                       path, out.info.backbone_name, short_hash(out.info.backbone_hash),
@@ -191,6 +220,22 @@ LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
     out.model = PromptedModel(backbone, out.info.prompt, true);
     out.model.load_prompt_state(tensors, path);
   }
+  return out;
+}
+
+LoadedPrompt load_unet(const std::string& path, torch::Device device) {
+  LoadedPrompt out;
+  const TensorMap tensors = read_prompt_file(path, out.info);
+  if (out.info.mode != TuneParams::Mode::UNet)
+    throw CheckpointError(
+        fmt::format("{} holds a {} for backbone {}, not a U-Net (mode unet)", path,
+                    out.info.mode == TuneParams::Mode::Full ? "fully tuned model" : "prompt",
+                    out.info.backbone_name));
+  out.unet = UNet(out.info.unet);
+  out.unet->load_weights(tensors, path);
+  out.unet->to(device);
+  out.unet->eval();
+  for (auto& t : out.unet->parameters()) t.requires_grad_(false);
   return out;
 }
 

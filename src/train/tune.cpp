@@ -1,9 +1,10 @@
+#include <torch/torch.h>
+
 #include <algorithm>
 #include <chrono>
 #include <cmath>
+#include <functional>
 #include <map>
-
-#include <torch/torch.h>
 
 #include "isoprompt/error.h"
 #include "isoprompt/log.h"
@@ -12,12 +13,23 @@
 
 namespace isoprompt {
 
-const char* mode_name(TuneParams::Mode m) { return m == TuneParams::Mode::Full ? "full" : "prompt"; }
+const char* mode_name(TuneParams::Mode m) {
+  switch (m) {
+    case TuneParams::Mode::Full:
+      return "full";
+    case TuneParams::Mode::UNet:
+      return "unet";
+    case TuneParams::Mode::Prompt:
+      break;
+  }
+  return "prompt";
+}
 
 TuneParams::Mode parse_tune_mode(const std::string& s) {
   if (s == "prompt") return TuneParams::Mode::Prompt;
   if (s == "full") return TuneParams::Mode::Full;
-  throw_input("unknown tuning mode '{}' (expected prompt or full)", s);
+  if (s == "unet") return TuneParams::Mode::UNet;
+  throw_input("unknown tuning mode '{}' (expected prompt, full or unet)", s);
 }
 
 const char* degrade_model_name(DegradeParams::Model m) {
@@ -109,9 +121,147 @@ struct FeatureCache {
   int64_t count = 0;
 };
 
+PairOptions pair_options(const TuneParams& params, double factor) {
+  PairOptions po;
+  po.factor = factor;
+  po.degrade = params.degrade;
+  po.interp = params.interp;
+  po.pmin = params.pmin;
+  po.pmax = params.pmax;
+  po.val_fraction = params.val_fraction;
+  po.crop_min = params.crop_min;
+  po.crop_max = params.crop_max;
+  po.seed = params.seed;
+  return po;
+}
+
+// What a prompt file records about the pairs, whatever the mode trained.
+PromptInfo pair_info(const TuneParams& params, double factor, const PairSampler& sampler) {
+  PromptInfo info;
+  info.mode = params.mode;
+  info.factor = factor;
+  info.degrade = params.degrade;
+  info.degrade.factor = factor;
+  info.interp = params.interp;
+  info.norm = sampler.normalizer();
+  info.pmin = params.pmin;
+  info.pmax = params.pmax;
+  info.version = ISOPROMPT_VERSION;
+  return info;
+}
+
+// One mode's part of the optimisation loop that every mode shares.
+struct TrainingLoop {
+  const char* label = "";                  // progress bar
+  std::vector<at::Tensor> trainable;       // what Adam updates and the best state copies
+  std::function<void()> prepare;           // runs first, where Ctrl-C is caught (feature cache)
+  std::function<at::Tensor()> batch_loss;  // forward pass and loss of one training batch
+  std::function<double()> evaluate;        // validation PSNR of the current state
+  std::function<std::string(double loss, double val)> status;  // progress bar text
+};
+
+struct LoopBest {
+  double psnr = 0;
+  int64_t step = 0;   // 0 = the start
+  bool kept = false;  // false: interrupted before the start was evaluated
+};
+
+// Adam with the cosine decay over --steps or the time budget, validation every eval_every
+// steps (and at the end), the best state kept and restored at the end, Ctrl-C and a
+// non-finite loss stopping early. Fills res' counters and histories.
+LoopBest run_training_loop(const TuneParams& params, const TrainingLoop& loop,
+                           const std::function<double()>& elapsed, TuneResult& res) {
+  const std::vector<at::Tensor>& trainable = loop.trainable;
+  double best = 0;
+  int64_t best_step = 0, step = 0;
+  std::vector<at::Tensor> best_state;
+  double last_loss = NAN, last_val = NAN;
+  auto status = [&]() { return loop.status(last_loss, std::isnan(last_val) ? best : last_val); };
+
+  try {
+    if (loop.prepare) loop.prepare();
+
+    // The start (zero-shot for a fresh prompt, the loaded state when resuming, a random
+    // U-Net) is the first candidate: training can only keep something better on the
+    // held-out pairs.
+    best = loop.evaluate();
+    best_state = clone_all(trainable);
+    res.val_history.emplace_back(0, best);
+
+    torch::optim::Adam opt(trainable, torch::optim::AdamOptions(tune_lr(params, 0)));
+    auto& adam_options =
+        static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
+    Progress bar(loop.label, params.steps, "steps");
+    for (step = 1; step <= params.steps; ++step) {
+      // Cosine decay over the run, which ends at --steps or at the time budget, whichever
+      // comes first: a large rate early learns fast, a small one late stops the
+      // oscillation that a constant 1e-2 shows (docs/method.md).
+      double progress = static_cast<double>(step - 1) / static_cast<double>(params.steps);
+      if (params.time_budget_s > 0) progress = std::max(progress, elapsed() / params.time_budget_s);
+      adam_options.lr(tune_lr(params, progress));
+      const at::Tensor loss = loop.batch_loss();
+      opt.zero_grad();
+      loss.backward();
+      opt.step();
+      last_loss = loss.item<double>();
+      res.loss_history.emplace_back(step, last_loss);
+      ++res.steps_run;
+      if (!std::isfinite(last_loss)) {
+        log_warn("the loss became {} at step {}: stopping, keeping the state of step {}", last_loss,
+                 step, best_step);
+        break;
+      }
+      const bool out_of_time = params.time_budget_s > 0 && elapsed() >= params.time_budget_s;
+      if (step % params.eval_every == 0 || step == params.steps || out_of_time) {
+        last_val = loop.evaluate();
+        res.evaluated = true;
+        res.val_history.emplace_back(step, last_val);
+        if (last_val > best) {
+          best = last_val;
+          best_step = step;
+          best_state = clone_all(trainable);
+        }
+      }
+      if (out_of_time) {
+        res.out_of_time = true;
+        log_info("time budget of {} s reached after {} steps", params.time_budget_s, step);
+        break;
+      }
+      bar.update(step, status());
+    }
+    if (!res.out_of_time) bar.finish(status());
+  } catch (const Cancelled&) {
+    res.cancelled = true;
+    log_warn("interrupted after {} steps: keeping the best state (step {}, {:.2f} dB)",
+             res.steps_run, best_step, best);
+  }
+  if (!best_state.empty()) copy_all(trainable, best_state);
+  return {best, best_step, !best_state.empty()};
+}
+
+// Validation PSNR of `f` over the fixed pairs, `chunk` crops per forward pass.
+double validation_psnr(const PairBatch& val, int64_t chunk,
+                       const std::function<at::Tensor(const at::Tensor&)>& f, const char* what) {
+  torch::NoGradGuard g;
+  std::vector<at::Tensor> preds;
+  for (int64_t i = 0; i < val.input.size(0); i += chunk)
+    preds.push_back(f(val.input.slice(0, i, i + chunk)));
+  return checked_psnr(psnr_db(at::cat(preds), val.target), what);
+}
+
 }  // namespace
 
-double default_tune_lr(TuneParams::Mode mode) { return mode == TuneParams::Mode::Full ? 3e-4 : 3e-2; }
+double default_tune_lr(TuneParams::Mode mode) {
+  switch (mode) {
+    case TuneParams::Mode::Full:
+      return 3e-4;
+    case TuneParams::Mode::UNet:
+      return 4e-4;  // CSBDeep's train_learning_rate
+    case TuneParams::Mode::Prompt:
+      break;
+  }
+  return 3e-2;
+}
 
 double cosine_decay(double min_ratio, double progress) {
   progress = std::clamp(progress, 0.0, 1.0);
@@ -124,6 +274,7 @@ double tune_lr(const TuneParams& p, double progress) {
 }
 
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params) {
+  if (params.mode == TuneParams::Mode::UNet) return tune(vol, params);  // needs no backbone
   check_params(params);
   if (!backbone.net) throw_error("tune needs a loaded backbone");
   const auto t0 = std::chrono::steady_clock::now();
@@ -149,17 +300,7 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
       log_warn("resuming a prompt tuned for K = {} with K = {}", resumed.info.factor, factor);
   }
 
-  PairOptions po;
-  po.factor = factor;
-  po.degrade = params.degrade;
-  po.interp = params.interp;
-  po.pmin = params.pmin;
-  po.pmax = params.pmax;
-  po.val_fraction = params.val_fraction;
-  po.crop_min = params.crop_min;
-  po.crop_max = params.crop_max;
-  po.seed = params.seed;
-  const PairSampler sampler(vol, po);
+  const PairSampler sampler(vol, pair_options(params, factor));
   std::mt19937_64 rng(params.seed);
   torch::manual_seed(params.seed);
 
@@ -244,17 +385,15 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
   };
 
   FeatureCache cache;
-  double best = 0;
-  int64_t best_step = 0, step = 0;
-  std::vector<at::Tensor> best_state;
-  double last_loss = NAN, last_val = NAN;
-  auto status = [&]() {
-    return fmt::format("loss {:.4f} val {:.2f} dB (zero-shot {:.2f}, {} {:.2f})", last_loss,
-                       std::isnan(last_val) ? best : last_val, zero_shot,
-                       interp_name(params.interp), interp_psnr);
+  TrainingLoop loop;
+  loop.label = full ? "tuning (full)" : "tuning prompt";
+  loop.trainable = trainable;
+  loop.evaluate = evaluate;
+  loop.status = [&](double loss, double val) {
+    return fmt::format("loss {:.4f} val {:.2f} dB (zero-shot {:.2f}, {} {:.2f})", loss, val,
+                       zero_shot, interp_name(params.interp), interp_psnr);
   };
-
-  try {
+  loop.prepare = [&] {
     if (use_cache) {
       // Crop side per chunk of `batch` crops; the pool holds about cache_crops crops,
       // capped by memory.
@@ -291,110 +430,118 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
       PairBatch pb = sampler.sample(chunk, sampler.draw_size(rng), rng);
       model.tail_module()->init_from_features(model.features(pb.input.to(dev)), params.seed);
     }
-
-    // The start (zero-shot for a fresh prompt, the loaded state when resuming) is the
-    // first candidate: tuning can only keep something better on the held-out pairs.
-    best = evaluate();
-    best_state = clone_all(trainable);
-    res.val_history.emplace_back(0, best);
-
-    torch::optim::Adam opt(trainable, torch::optim::AdamOptions(tune_lr(params, 0)));
-    auto& adam_options = static_cast<torch::optim::AdamOptions&>(opt.param_groups().front().options());
-    Progress bar(full ? "tuning (full)" : "tuning prompt", params.steps, "steps");
-    for (step = 1; step <= params.steps; ++step) {
-      // Cosine decay over the run, which ends at --steps or at the time budget, whichever
-      // comes first: a large rate early learns fast, a small one late stops the
-      // oscillation that a constant 1e-2 shows (docs/method.md).
-      double progress = static_cast<double>(step - 1) / static_cast<double>(params.steps);
-      if (params.time_budget_s > 0) progress = std::max(progress, elapsed() / params.time_budget_s);
-      adam_options.lr(tune_lr(params, progress));
-      at::Tensor pred, target;
-      if (use_cache) {
-        // Pick a size group in proportion to its crops, then `batch` distinct crops.
-        std::uniform_int_distribution<int64_t> pick(0, cache.count - 1);
-        int64_t r = pick(rng);
-        size_t gi = 0;
-        while (r >= cache.groups[gi].features.size(0)) r -= cache.groups[gi++].features.size(0);
-        const auto& gr = cache.groups[gi];
-        const int64_t m = gr.features.size(0);
-        std::vector<int64_t> idx(static_cast<size_t>(m));
-        for (int64_t i = 0; i < m; ++i) idx[static_cast<size_t>(i)] = i;
-        std::shuffle(idx.begin(), idx.end(), rng);
-        idx.resize(static_cast<size_t>(std::min(m, params.batch)));
-        const at::Tensor sel = at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(dev);
-        pred = model.tail(gr.features.index_select(0, sel), gr.size, gr.size);
-        target = gr.targets.index_select(0, sel);
-      } else {
-        PairBatch pb = sampler.sample(params.batch, sampler.draw_size(rng), rng);
-        const at::Tensor x = pb.input.to(dev);
-        pred = model.forward(x);
-        target = pb.target.to(dev);
-      }
-      const at::Tensor loss = restoration_loss(pred, target);
-      opt.zero_grad();
-      loss.backward();
-      opt.step();
-      last_loss = loss.item<double>();
-      res.loss_history.emplace_back(step, last_loss);
-      ++res.steps_run;
-      if (!std::isfinite(last_loss)) {
-        log_warn("the loss became {} at step {}: stopping, keeping the state of step {}", last_loss,
-                 step, best_step);
-        break;
-      }
-      const bool out_of_time = params.time_budget_s > 0 && elapsed() >= params.time_budget_s;
-      if (step % params.eval_every == 0 || step == params.steps || out_of_time) {
-        last_val = evaluate();
-        res.evaluated = true;
-        res.val_history.emplace_back(step, last_val);
-        if (last_val > best) {
-          best = last_val;
-          best_step = step;
-          best_state = clone_all(trainable);
-        }
-      }
-      if (out_of_time) {
-        res.out_of_time = true;
-        log_info("time budget of {} s reached after {} steps", params.time_budget_s, step);
-        break;
-      }
-      bar.update(step, status());
+  };
+  loop.batch_loss = [&] {
+    at::Tensor pred, target;
+    if (use_cache) {
+      // Pick a size group in proportion to its crops, then `batch` distinct crops.
+      std::uniform_int_distribution<int64_t> pick(0, cache.count - 1);
+      int64_t r = pick(rng);
+      size_t gi = 0;
+      while (r >= cache.groups[gi].features.size(0)) r -= cache.groups[gi++].features.size(0);
+      const auto& gr = cache.groups[gi];
+      const int64_t m = gr.features.size(0);
+      std::vector<int64_t> idx(static_cast<size_t>(m));
+      for (int64_t i = 0; i < m; ++i) idx[static_cast<size_t>(i)] = i;
+      std::shuffle(idx.begin(), idx.end(), rng);
+      idx.resize(static_cast<size_t>(std::min(m, params.batch)));
+      const at::Tensor sel = at::tensor(idx, at::TensorOptions().dtype(at::kLong)).to(dev);
+      pred = model.tail(gr.features.index_select(0, sel), gr.size, gr.size);
+      target = gr.targets.index_select(0, sel);
+    } else {
+      PairBatch pb = sampler.sample(params.batch, sampler.draw_size(rng), rng);
+      const at::Tensor x = pb.input.to(dev);
+      pred = model.forward(x);
+      target = pb.target.to(dev);
     }
-    if (!res.out_of_time) bar.finish(status());
-  } catch (const Cancelled&) {
-    res.cancelled = true;
-    log_warn("interrupted after {} steps: keeping the best state (step {}, {:.2f} dB)",
-             res.steps_run, best_step, best);
-  }
-  if (!best_state.empty()) copy_all(trainable, best_state);
+    return restoration_loss(pred, target);
+  };
+  const LoopBest kept = run_training_loop(params, loop, elapsed, res);
   if (full) {
     for (auto& t : trainable) t.requires_grad_(false);
     model.backbone().hash = backbone_hash(model.backbone().net);
   }
 
   PromptInfo& info = res.info;
+  info = pair_info(params, factor, sampler);
   info.backbone_name = backbone.name;
   info.backbone_hash = backbone.hash;
-  info.mode = params.mode;
-  info.factor = factor;
-  info.degrade = params.degrade;
-  info.degrade.factor = factor;
-  info.interp = params.interp;
-  info.norm = sampler.normalizer();
-  info.pmin = params.pmin;
-  info.pmax = params.pmax;
   info.prompt = pcfg;
   info.steps = prev_steps + res.steps_run;
-  info.best_step = best_step == 0 ? (params.resume_from.empty() ? 0 : prev_steps)
-                                  : prev_steps + best_step;
-  info.val_psnr = best_state.empty() ? zero_shot : best;
+  info.best_step =
+      kept.step == 0 ? (params.resume_from.empty() ? 0 : prev_steps) : prev_steps + kept.step;
+  info.val_psnr = kept.kept ? kept.psnr : zero_shot;
   info.zero_shot_psnr = zero_shot;
   info.interp_psnr = interp_psnr;
   info.seconds = elapsed() + (params.resume_from.empty() ? 0.0 : resumed.info.seconds);
-  info.version = ISOPROMPT_VERSION;
   res.model = model;
   log_info("validation PSNR {:.2f} dB at step {} (zero-shot {:.2f}, {} {:.2f})", info.val_psnr,
            info.best_step, zero_shot, interp_name(params.interp), interp_psnr);
+  return res;
+}
+
+TuneResult tune(const Volume& vol, const TuneParams& params) {
+  if (params.mode != TuneParams::Mode::UNet)
+    throw_input("--mode {} adapts a backbone: it needs one", mode_name(params.mode));
+  check_params(params);
+  if (!params.resume_from.empty()) throw_input("--resume is only supported with --mode prompt");
+  const auto t0 = std::chrono::steady_clock::now();
+  auto elapsed = [&] {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  const double factor = resolve_factor(vol, params.factor);
+  const PairSampler sampler(vol, pair_options(params, factor));
+  std::mt19937_64 rng(params.seed);
+  torch::manual_seed(params.seed);  // the U-Net's initial weights
+
+  const UNetConfig& uc = params.unet;
+  const torch::Device dev = params.device;
+  UNet net(uc);
+  net->to(dev);
+  log_info(
+      "training a U-Net from scratch: {} parameters (depth {}, {} first filters, {}x{} "
+      "kernels{}), K = {}, {} training / {} validation planes",
+      uc.parameter_count(), uc.depth, uc.filters, uc.kernel, uc.kernel,
+      uc.residual ? ", residual" : "", factor, sampler.train_planes().size(),
+      sampler.val_planes().size());
+
+  PairBatch val = sampler.validation(params.val_crops, sampler.max_crop(), params.seed);
+  val.input = val.input.to(dev);
+  val.target = val.target.to(dev);
+  const double interp_psnr = checked_psnr(psnr_db(val.input, val.target), "interpolation");
+
+  TuneResult res;
+  TrainingLoop loop;
+  loop.label = "training U-Net";
+  loop.trainable = net->parameters();
+  loop.evaluate = [&] {
+    return validation_psnr(
+        val, params.batch, [&](const at::Tensor& x) { return net->forward(x); }, "U-Net's");
+  };
+  loop.batch_loss = [&] {
+    const PairBatch pb = sampler.sample(params.batch, sampler.draw_size(rng), rng);
+    return (net->forward(pb.input.to(dev)) - pb.target.to(dev)).abs().mean();  // L1, as CARE
+  };
+  loop.status = [&](double loss, double v) {
+    return fmt::format("loss {:.4f} val {:.2f} dB ({} {:.2f})", loss, v, interp_name(params.interp),
+                       interp_psnr);
+  };
+  const LoopBest kept = run_training_loop(params, loop, elapsed, res);
+  for (auto& t : loop.trainable) t.requires_grad_(false);
+
+  PromptInfo& info = res.info;
+  info = pair_info(params, factor, sampler);
+  info.unet = uc;
+  info.steps = res.steps_run;
+  info.best_step = kept.step;
+  // A random U-Net has no zero-shot score: its untrained start stands in.
+  info.zero_shot_psnr = res.val_history.empty() ? NAN : res.val_history.front().second;
+  info.val_psnr = kept.kept ? kept.psnr : NAN;
+  info.interp_psnr = interp_psnr;
+  info.seconds = elapsed();
+  res.unet = net;
+  log_info("validation PSNR {:.2f} dB at step {} (untrained {:.2f}, {} {:.2f})", info.val_psnr,
+           info.best_step, info.zero_shot_psnr, interp_name(params.interp), interp_psnr);
   return res;
 }
 

@@ -240,7 +240,7 @@ TEST(PredictCli, BadFlagsExitTwo) {
   r = run_cli(
       {"restore", in, "-o", out, "--mode", "interp", "--prompt-out", d.file("p.safetensors")});
   EXPECT_EQ(r.exit_code, 2);
-  EXPECT_NE(r.err.find("--prompt-out needs --mode prompt or full"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("--prompt-out needs --mode prompt, full or unet"), std::string::npos) << r.err;
   // An uncalibrated stack needs an explicit factor.
   Volume u = smooth_volume({4, 16, 16}, {1, 1, 1}, 8);
   u.set_unit("pixel");

@@ -1,5 +1,7 @@
 #include "test_util.h"
 
+#include "tiny_models.h"
+
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +15,15 @@
 namespace fs = std::filesystem;
 
 namespace isoprompt::test {
+
+SwinConfig tiny_swin_config() {
+  SwinConfig c;
+  c.embed_dim = 12;
+  c.depths = {1};
+  c.num_heads = {2};
+  c.num_feat = 8;
+  return c;
+}
 
 std::string shared_path(const std::string& rel) {
   const fs::path p = fs::path(ISO_SHARED_DIR) / rel;

@@ -1,5 +1,5 @@
 // `isoprompt predict` (isotropic reconstruction with a backbone, a prompt, a fully
-// fine-tuned model or interpolation only) and `isoprompt restore` (tune + predict).
+// fine-tuned model, a U-Net or interpolation only) and `isoprompt restore` (tune + predict).
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -29,14 +29,32 @@ std::string num(double v) {
   return fmt::format("{:.6g}", v);
 }
 
-enum class Mode { Prompt, ZeroShot, Full, Interp };
+enum class Mode { Prompt, ZeroShot, Full, UNet, Interp };
 
 Mode parse_mode(const std::string& s) {
   if (s == "prompt") return Mode::Prompt;
   if (s == "zero-shot") return Mode::ZeroShot;
   if (s == "full") return Mode::Full;
+  if (s == "unet") return Mode::UNet;
   if (s == "interp") return Mode::Interp;
-  throw_input("unknown --mode '{}': expected prompt, zero-shot, full or interp", s);
+  throw_input("unknown --mode '{}': expected prompt, zero-shot, full, unet or interp", s);
+}
+
+// The CLI mode of a tuned file.
+Mode file_mode(const PromptInfo& info) {
+  switch (info.mode) {
+    case TuneParams::Mode::Full:
+      return Mode::Full;
+    case TuneParams::Mode::UNet:
+      return Mode::UNet;
+    case TuneParams::Mode::Prompt:
+      break;
+  }
+  return Mode::Prompt;
+}
+
+const char* file_mode_text(Mode m) {
+  return m == Mode::Full ? "fully fine-tuned" : m == Mode::UNet ? "U-Net" : "prompt";
 }
 
 const char* mode_text(Mode m) {
@@ -47,6 +65,8 @@ const char* mode_text(Mode m) {
       return "zero-shot";
     case Mode::Full:
       return "full";
+    case Mode::UNet:
+      return "unet";
     case Mode::Interp:
       return "interp";
   }
@@ -167,21 +187,36 @@ void write_and_report(const ReconArgs& a, const Volume& out, Mode mode,
               num(rep.factor).c_str(), extra.c_str());
 }
 
-// Reconstructs `v` with `model` (null for interp) and writes the output.
+// Reconstructs `v` with `model` or `unet` (both null for interp) and writes the output.
 void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k,
-                           PromptedModel* model, const c10::optional<Normalizer>& norm) {
+                           PromptedModel* model, const c10::optional<Normalizer>& norm,
+                           UNet* unet = nullptr) {
   ReconstructParams p = recon_params(a, k, v, model ? &model->backbone() : nullptr);
   ReconstructReport rep;
   Volume out;
   if (model) {
     p.norm = norm;
     out = reconstruct_with_model(v, p, *model, &rep);
+  } else if (unet) {
+    p.norm = norm;
+    out = reconstruct_with_model(v, p, *unet, &rep);
   } else {
     out = reconstruct(v, p, SliceRestorer(), &rep);
   }
   const std::string extra = mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp))
                                                  : fmt::format(", fuse {}", fuse_name(p.fuse));
   write_and_report(a, out, mode, rep, extra);
+}
+
+// The U-Net trains from scratch: a --backbone beside it would be silently unused.
+void refuse_backbone_for_unet(const ReconArgs& a) {
+  if (a.backbone != "default")
+    throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+}
+
+// "zero-shot" names a prompt's or full model's start; a U-Net starts untrained.
+const char* start_name(Mode m) {
+  return m == Mode::UNet ? "untrained" : "zero-shot";
 }
 
 void run_predict(const PredictArgs& a) {
@@ -200,12 +235,29 @@ void run_predict(const PredictArgs& a) {
   }
   const c10::Device device = parse_device(globals().device);
 
-  // Models first: a bad model file must fail before reading a large stack.
+  // Models first: a bad model file must fail before reading a large stack. The file's mode
+  // decides what to load (a U-Net needs no backbone); the default --mode follows it.
+  if (!a.prompt.empty()) {
+    const Mode fm = file_mode(read_prompt_info(a.prompt));
+    if (fm != mode) {
+      if (a.mode_opt && a.mode_opt->count() > 0)
+        throw_input("{} holds a {} model, not --mode {}: pass --mode {}", a.prompt,
+                    file_mode_text(fm), mode_text(mode), mode_text(fm));
+      mode = fm;
+    }
+  }
   Backbone backbone;
   PromptedModel model;
+  UNet unet{nullptr};
   PromptInfo info;
   bool have_info = false;
-  if (mode != Mode::Interp) {
+  if (mode == Mode::UNet) {
+    refuse_backbone_for_unet(a);
+    LoadedPrompt lp = load_unet(a.prompt, device);
+    unet = lp.unet;
+    info = lp.info;
+    have_info = true;
+  } else if (mode != Mode::Interp) {
     const std::string path = resolve_backbone_path(a.backbone);
     backbone = load_backbone(path, device);
     log_info("backbone {} ({} parameters, hash {})", backbone.name,
@@ -214,22 +266,15 @@ void run_predict(const PredictArgs& a) {
       model = PromptedModel(backbone, PromptConfig{}, false);
     } else {
       LoadedPrompt lp = load_prompt(a.prompt, backbone);
-      const Mode file_mode = lp.info.mode == TuneParams::Mode::Full ? Mode::Full : Mode::Prompt;
-      if (file_mode != mode) {
-        if (a.mode_opt && a.mode_opt->count() > 0)
-          throw_input("{} holds a {} model, not --mode {}: pass --mode {}", a.prompt,
-                      file_mode == Mode::Full ? "fully fine-tuned" : "prompt", mode_text(mode),
-                      mode_text(file_mode));
-        mode = file_mode;  // the default mode follows the file
-      }
       model = lp.model;
       info = lp.info;
       have_info = true;
-      log_info("{} {}: tuned {} steps, validation PSNR {} dB (zero-shot {}, {} {})",
-               mode_text(mode), a.prompt, info.steps, num(info.val_psnr), num(info.zero_shot_psnr),
-               interp_name(info.interp), num(info.interp_psnr));
     }
   }
+  if (have_info)
+    log_info("{} {}: tuned {} steps, validation PSNR {} dB ({} {}, {} {})", mode_text(mode),
+             a.prompt, info.steps, num(info.val_psnr), start_name(mode), num(info.zero_shot_psnr),
+             interp_name(info.interp), num(info.interp_psnr));
 
   bool calibrated = false;
   Volume v = read_input(a, &calibrated);
@@ -237,7 +282,8 @@ void run_predict(const PredictArgs& a) {
   PredictArgs args = a;
   if (have_info && !(a.interp_opt && a.interp_opt->count() > 0)) {
     args.interp = interp_name(info.interp);  // the interpolation the prompt was trained with
-  } else if (have_info && resolve_interp(a.interp, &backbone) != info.interp) {
+  } else if (have_info &&
+             resolve_interp(a.interp, mode == Mode::UNet ? nullptr : &backbone) != info.interp) {
     log_warn("the prompt was trained with {} interpolation, reconstructing with {}",
              interp_name(info.interp), a.interp);
   }
@@ -246,7 +292,9 @@ void run_predict(const PredictArgs& a) {
     norm = percentile_normalizer(v, info.pmin,
                                  info.pmax);  // this volume's, with the prompt's percentiles
   }
-  reconstruct_and_write(args, v, mode, k, mode == Mode::Interp ? nullptr : &model, norm);
+  const bool backbone_model = mode != Mode::Interp && mode != Mode::UNet;
+  reconstruct_and_write(args, v, mode, k, backbone_model ? &model : nullptr, norm,
+                        unet ? &unet : nullptr);
 }
 
 void run_restore(RestoreArgs a) {
@@ -257,22 +305,28 @@ void run_restore(RestoreArgs a) {
   const Mode mode = parse_mode(a.mode);
   if (!a.prompt_out.empty()) {
     if (mode == Mode::Interp || mode == Mode::ZeroShot)
-      throw_input("--prompt-out needs --mode prompt or full (nothing is tuned with --mode {})",
-                  mode_text(mode));
+      throw_input(
+          "--prompt-out needs --mode prompt, full or unet (nothing is tuned with --mode {})",
+          mode_text(mode));
     std::vector<std::string> inputs = recon_inputs(a, a.flags.resume);
     inputs.push_back(a.out);
     check_output_path(a.prompt_out, inputs);
   }
   TuneParams& tp = a.tune;
-  tp.mode = mode == Mode::Full ? TuneParams::Mode::Full : TuneParams::Mode::Prompt;
-  if (!a.flags.resume.empty() && mode != Mode::Prompt && mode != Mode::Full)
+  tp.mode = mode == Mode::Full   ? TuneParams::Mode::Full
+            : mode == Mode::UNet ? TuneParams::Mode::UNet
+                                 : TuneParams::Mode::Prompt;
+  if (mode == Mode::UNet) refuse_backbone_for_unet(a);
+  if (!a.flags.resume.empty() && mode != Mode::Prompt && mode != Mode::Full && mode != Mode::UNet)
     throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})",
                 mode_text(mode));
+  if (!a.flags.resume.empty() && mode == Mode::UNet)
+    throw_input("--resume is only supported with --mode prompt");
   apply_tune_flags(a.flags, tp);
   const c10::Device device = parse_device(globals().device);
 
   Backbone backbone;
-  if (mode != Mode::Interp) {
+  if (mode != Mode::Interp && mode != Mode::UNet) {
     backbone = load_backbone(resolve_backbone_path(a.backbone), device);
     log_info("backbone {} ({} parameters, hash {})", backbone.name,
              backbone.config.parameter_count(), backbone.hash.substr(0, 12));
@@ -288,12 +342,16 @@ void run_restore(RestoreArgs a) {
   }
 
   tp.factor = k;
-  tp.interp = resolve_interp(a.interp, &backbone);
-  TuneResult r = tune(v, backbone, tp);
+  tp.interp = resolve_interp(a.interp, mode == Mode::UNet ? nullptr : &backbone);
+  tp.device = device;
+  TuneResult r = mode == Mode::UNet ? tune(v, tp) : tune(v, backbone, tp);
   const bool save = !a.prompt_out.empty() && (!r.cancelled || r.evaluated);
   if (save) {
     save_prompt(a.prompt_out, r);
-    log_info("saved the {} to {}", mode == Mode::Full ? "fully fine-tuned model" : "prompt",
+    log_info("saved the {} to {}",
+             mode == Mode::Full   ? "fully fine-tuned model"
+             : mode == Mode::UNet ? "U-Net"
+                                  : "prompt",
              a.prompt_out);
   }
   if (r.cancelled) {
@@ -303,9 +361,9 @@ void run_restore(RestoreArgs a) {
       log_warn("interrupted before the first validation: {} was not written", a.prompt_out);
     throw Cancelled();
   }
-  log_info("tuned: validation PSNR {} dB (zero-shot {}, {} {}) at step {}", num(r.info.val_psnr),
-           num(r.info.zero_shot_psnr), interp_name(r.info.interp), num(r.info.interp_psnr),
-           r.info.best_step);
+  log_info("tuned: validation PSNR {} dB ({} {}, {} {}) at step {}", num(r.info.val_psnr),
+           start_name(mode), num(r.info.zero_shot_psnr), interp_name(r.info.interp),
+           num(r.info.interp_psnr), r.info.best_step);
   if (!model_beats_interpolation(r.info)) {
     // Never worse than interpolation without saying so: the stack's own held-out pairs are
     // the only evidence there is without ground truth.
@@ -322,7 +380,8 @@ void run_restore(RestoreArgs a) {
       return reconstruct_and_write(ia, v, Mode::Interp, k, nullptr, c10::nullopt);
     }
   }
-  reconstruct_and_write(a, v, mode, k, &r.model, r.info.norm);
+  reconstruct_and_write(a, v, mode, k, mode == Mode::UNet ? nullptr : &r.model, r.info.norm,
+                        r.unet ? &r.unet : nullptr);
 }
 
 // Registers the flags common to predict and restore.
@@ -333,7 +392,9 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
                 "backbone model file, or 'default' (models/isoprompt-default.safetensors)")
       ->capture_default_str();
   a.mode_opt =
-      c->add_option("--mode", a.mode, "prompt | zero-shot | full | interp")->capture_default_str();
+      c->add_option("--mode", a.mode,
+                    "prompt | zero-shot | full | unet (CARE's U-Net, no backbone) | interp")
+          ->capture_default_str();
   c->add_option("--factor", a.factor,
                 "z upsampling factor K >= 1 (fractional OK), or auto = z-step / xy-pixel")
       ->capture_default_str();
@@ -370,7 +431,7 @@ void register_method_commands(CLI::App& app) {
         "predict", "make a stack isotropic with a tuned prompt, a backbone or interpolation");
     add_recon_flags(c, *a);
     c->add_option("--prompt", a->prompt,
-                  "prompt file from `tune` / `restore --prompt-out` (modes prompt, full)");
+                  "prompt file from `tune` / `restore --prompt-out` (modes prompt, full, unet)");
     c->callback([a] { run_predict(*a); });
   }
   {
@@ -378,7 +439,8 @@ void register_method_commands(CLI::App& app) {
     auto* c =
         app.add_subcommand("restore", "tune a prompt on the stack itself, then make it isotropic");
     add_recon_flags(c, *a);
-    c->add_option("--prompt-out", a->prompt_out, "also save the tuned prompt (or full model) here");
+    c->add_option("--prompt-out", a->prompt_out,
+                  "also save the tuned prompt (or full model, or U-Net) here");
     c->add_option("--fallback", a->fallback,
                   "when the tuned model is not better than interpolation on the stack's held-out "
                   "pairs: interp "

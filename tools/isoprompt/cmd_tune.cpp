@@ -38,9 +38,13 @@ void run_tune(TuneArgs& a) {
   p.factor = parse_factor(a.factor);
   apply_tune_flags(a.flags, p);
   p.mode = parse_tune_mode(a.mode);
+  const bool unet = p.mode == TuneParams::Mode::UNet;
+  if (unet && a.backbone != "default")
+    throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+  if (unet && !p.resume_from.empty()) throw_input("--resume is only supported with --mode prompt");
   if (a.interp != "auto") parse_interp(a.interp);  // validated before any work
   const torch::Device device = parse_device(globals().device);
-  const std::string backbone_path = resolve_backbone_path(a.backbone);
+  const std::string backbone_path = unet ? std::string() : resolve_backbone_path(a.backbone);
 
   ReadOptions ro;
   ro.nan = parse_nan_policy(a.nan);
@@ -50,13 +54,15 @@ void run_tune(TuneArgs& a) {
     parse_triple(a.voxel_size, "--voxel-size", vs);
     vol.set_voxel_size({vs[0], vs[1], vs[2]});
   }
-  Backbone bb = load_backbone(backbone_path, device);
-  p.interp = resolve_interp(a.interp, &bb);
-  log_info("tuning {} on {} ({} {}, voxel {} x {} x {} {})", bb.name, a.input,
+  Backbone bb;  // none for a U-Net
+  if (!unet) bb = load_backbone(backbone_path, device);
+  p.interp = resolve_interp(a.interp, unet ? nullptr : &bb);
+  p.device = device;
+  log_info("tuning {} on {} ({} {}, voxel {} x {} x {} {})", unet ? "a U-Net" : bb.name, a.input,
            to_string(vol.shape()), dtype_name(vol.dtype()), vol.voxel_size().z, vol.voxel_size().y,
            vol.voxel_size().x, vol.unit());
 
-  TuneResult r = tune(vol, bb, p);
+  TuneResult r = unet ? tune(vol, p) : tune(vol, bb, p);
   if (r.cancelled && !r.evaluated) {
     // Nothing tuned yet: an existing prompt file must not be replaced by an untrained one.
     std::fprintf(stderr, "\ninterrupted before the first validation: %s was not written\n",
@@ -66,17 +72,25 @@ void run_tune(TuneArgs& a) {
   }
   save_prompt(a.output, r);
   const PromptInfo& i = r.info;
-  const int64_t n = r.model.has_prompts() ? r.model.prompt_parameter_count()
-                                          : r.model.backbone().config.parameter_count();
-  std::printf("wrote %s: %s, K %.4g, %lld steps, best at step %lld\n", a.output.c_str(),
-              i.mode == TuneParams::Mode::Full ? "fully tuned backbone" : "prompt", i.factor,
-              static_cast<long long>(i.steps), static_cast<long long>(i.best_step));
-  std::printf(
-      "validation PSNR %.2f dB (zero-shot %.2f, %s %.2f), %lld trainable parameters "
-      "(%.2f%% of the backbone's %lld)\n",
-      i.val_psnr, i.zero_shot_psnr, interp_name(i.interp), i.interp_psnr, static_cast<long long>(n),
-      100.0 * n / std::max<int64_t>(1, bb.config.parameter_count()),
-      static_cast<long long>(bb.config.parameter_count()));
+  if (unet) {
+    std::printf("wrote %s: U-Net, K %.4g, %lld steps, best at step %lld\n", a.output.c_str(),
+                i.factor, static_cast<long long>(i.steps), static_cast<long long>(i.best_step));
+    std::printf("validation PSNR %.2f dB (untrained %.2f, %s %.2f), %lld trainable parameters\n",
+                i.val_psnr, i.zero_shot_psnr, interp_name(i.interp), i.interp_psnr,
+                static_cast<long long>(i.unet.parameter_count()));
+  } else {
+    const int64_t n = r.model.has_prompts() ? r.model.prompt_parameter_count()
+                                            : r.model.backbone().config.parameter_count();
+    std::printf("wrote %s: %s, K %.4g, %lld steps, best at step %lld\n", a.output.c_str(),
+                i.mode == TuneParams::Mode::Full ? "fully tuned backbone" : "prompt", i.factor,
+                static_cast<long long>(i.steps), static_cast<long long>(i.best_step));
+    std::printf(
+        "validation PSNR %.2f dB (zero-shot %.2f, %s %.2f), %lld trainable parameters "
+        "(%.2f%% of the backbone's %lld)\n",
+        i.val_psnr, i.zero_shot_psnr, interp_name(i.interp), i.interp_psnr,
+        static_cast<long long>(n), 100.0 * n / std::max<int64_t>(1, bb.config.parameter_count()),
+        static_cast<long long>(bb.config.parameter_count()));
+  }
   std::fflush(stdout);
   if (r.cancelled) {
     std::fprintf(stderr, "\ninterrupted: saved the best state so far (step %lld) to %s\n",
@@ -99,7 +113,9 @@ void register_tune_command(CLI::App& app) {
                   "anisotropy K = z-step / xy-pixel, or 'auto' (from the voxel size)")
       ->capture_default_str();
   sub->add_option("--voxel-size", a->voxel_size, "override the file's voxel size: z,y,x");
-  sub->add_option("--mode", a->mode, "prompt (the method) | full (train every backbone weight)")
+  sub->add_option("--mode", a->mode,
+                  "prompt (the method) | full (train every backbone weight) | unet (CARE's U-Net "
+                  "from scratch, no backbone)")
       ->capture_default_str();
   sub->add_option("--interp", a->interp,
                   "interpolation used for z: nearest | linear | keys | cubic | lanczos | auto (the "
