@@ -16,6 +16,7 @@
 #include "isoprompt/tensor.h"
 #include "isoprompt/train.h"
 #include "test_util.h"
+#include "tiny_models.h"
 
 using namespace isoprompt;
 using isoprompt::test::run_cli;
@@ -37,12 +38,7 @@ Volume smooth_volume(Shape3 s, VoxelSize vs, uint64_t seed) {
 // A tiny random SwinIR saved as a model file.
 std::string tiny_backbone(const TempDir& d, const std::string& name, uint64_t seed) {
   at::manual_seed(seed);
-  SwinConfig c;
-  c.embed_dim = 12;
-  c.depths = {1};
-  c.num_heads = {2};
-  c.num_feat = 8;
-  SwinIR net(c);
+  SwinIR net(test::tiny_swin_config());
   const std::string path = d.file(name);
   save_backbone(path, net);
   return path;
@@ -162,12 +158,7 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
 // input exactly, so its held-out PSNR equals the interpolation's and the fallback must trigger.
 TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   TempDir d;
-  SwinConfig c;
-  c.embed_dim = 12;
-  c.depths = {1};
-  c.num_heads = {2};
-  c.num_feat = 8;
-  SwinIR net(c);
+  SwinIR net(test::tiny_swin_config());
   identity_init(net);
   save_backbone(d.file("id.safetensors"), net, {{"input_interp", "linear"}});
   write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
