@@ -23,6 +23,11 @@ TensorMap read_safetensors(const std::string& path,
 
 // Writes tensors (any device; made contiguous on CPU) in the given order, atomically
 // (temp file + rename). Throws Error if it cannot write, InputError for a bad path.
+// The same, from the file's bytes in memory; `source` names it in error messages.
+TensorMap parse_safetensors(const std::string& bytes, const std::string& source,
+                            std::map<std::string, std::string>* metadata = nullptr,
+                            std::vector<std::string>* order = nullptr);
+
 void write_safetensors(const std::string& path, const TensorList& tensors,
                        const std::map<std::string, std::string>& metadata = {});
 

@@ -42,6 +42,10 @@ SwinConfig default_backbone_config();
 struct PairParams {
   int64_t crop = 64;  // crop edge (px)
   double min_factor = 2, max_factor = 10;
+  // Draw factors log-uniformly (as many pairs in 2..4 as in 4..8) instead of uniformly. The
+  // per-pixel loss of large factors dwarfs that of small ones, so a uniform draw leaves the
+  // common 2-3x anisotropy with little of the gradient.
+  bool log_uniform_factor = false;
   double psf_prob = 0.5;      // Gaussian axial PSF instead of a box average
   double poisson_prob = 0.4;  // Poisson noise, peak uniform in [poisson_min, poisson_max]
   double poisson_min = 20, poisson_max = 500;
@@ -106,6 +110,10 @@ struct PretrainParams {
   std::string checkpoint_path;    // "" = no checkpoints
   double checkpoint_minutes = 5;  // also written at the end and on Ctrl-C
   std::string resume_path;        // continue from this checkpoint
+  // Resume although the data settings differ from the checkpoint's (a deliberate change of
+  // the mix mid-campaign): weights, optimiser and step carry over, but the run no longer
+  // reproduces an unbroken one.
+  bool resume_new_data = false;
   std::string log_csv;            // "" = no log; appended to when resuming
   int64_t log_every = 10;
   int64_t val_every = 100;  // validation PSNR every N steps (and at the end)

@@ -10,6 +10,7 @@
 # models/README.md for the pieces so far. Extra arguments go to `isoprompt pretrain`
 # (e.g. --max-minutes 120, or a cosine tail: --min-lr-ratio 0.05 --steps N).
 set -euo pipefail
+steps=1000000; for a in "$@"; do [[ $a == --steps ]] && steps=; done
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 data=${ISOPROMPT_PRETRAIN_DATA:-$repo/../shared/data/pretrain}
@@ -20,6 +21,6 @@ CFG='{"in_chans":1,"embed_dim":48,"depths":[2,2,2],"num_heads":[6,6,6],"window_s
 resume=()
 [[ -f ckpt.safetensors ]] && resume=(--resume ckpt.safetensors)
 exec nice -n 19 "$bin" --threads 1 pretrain --config "$CFG" --data "$data" \
-  --data-fraction 0.75 --input-interp cubic --steps 1000000 --seed 11 --lr 4e-4 --warmup 100 \
-  --checkpoint ckpt.safetensors --checkpoint-every 5 --log log.csv --log-every 10 --val-every 250 \
-  --val-pairs 64 --export model.safetensors --name isoprompt-default "${resume[@]}" "$@"
+  --data-fraction 0.75 --log-factor --input-interp cubic --seed 11 --lr 4e-4 --warmup 100 \
+  --checkpoint ckpt.safetensors --resume-new-data --checkpoint-every 5 --log log.csv --log-every 10 --val-every 250 \
+  ${steps:+--steps $steps} --val-pairs 64 --export model.safetensors --name isoprompt-default "${resume[@]}" "$@"

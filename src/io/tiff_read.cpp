@@ -8,8 +8,7 @@
 #include <filesystem>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
+#include "io/layout.h"
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
 #include "isoprompt/checked.h"
@@ -25,6 +24,7 @@ namespace fs = std::filesystem;
 namespace isoprompt {
 namespace {
 
+using io::Layout;
 using io::TiffFile;
 
 // The per-page layout facts that must agree across a stack.
@@ -134,17 +134,6 @@ bool goto_page(TIFF* t, int64_t p) {
   if (p > 0 && static_cast<int64_t>(TIFFCurrentDirectory(t)) == p - 1) return TIFFReadDirectory(t) == 1;
   return TIFFSetDirectory(t, static_cast<tdir_t>(p)) == 1;
 }
-
-// How planes (z, c, t) map to pages.
-struct Layout {
-  int64_t nz = 1, nc = 1, nt = 1;
-  std::string flavor = "plain";
-  std::vector<int64_t> ifd;  // (t * nc + c) * nz + z -> page
-  // ImageJ's layout for stacks over 4 GiB: one IFD, then all images back to back.
-  bool contiguous = false;
-  int64_t images() const { return nz * nc * nt; }
-  int64_t page(int64_t z, int64_t c, int64_t t) const { return ifd[static_cast<size_t>((t * nc + c) * nz + z)]; }
-};
 
 // Decodes the current directory into `dst` (width*height samples of bytes_per_sample).
 void decode_page(TIFF* t, TiffFile& tf, const PageFormat& f, uint8_t* dst, const std::string& path, int64_t page,
@@ -261,119 +250,6 @@ bool calibration(TIFF* t, const Layout& lay, const io::ImageJMeta* ij, const io:
   return true;
 }
 
-// tifffile's own description {"shape": [...], "axes": "..."} (napari saves this way).
-// A plain z stack needs nothing from it; with more than one non-planar axis the axes
-// say which is which, and without them the file is ambiguous.
-bool tifffile_layout(const std::string& desc, int64_t n_pages, const std::string& path, Layout& lay) {
-  if (desc.empty() || desc[0] != '{') return false;
-  const auto j = nlohmann::json::parse(desc, nullptr, /*allow_exceptions=*/false);
-  if (!j.is_object() || !j.contains("shape") || !j["shape"].is_array()) return false;
-  std::vector<int64_t> dims;
-  for (const auto& d : j["shape"]) {
-    if (!d.is_number_integer() || d.get<int64_t>() < 1) return false;
-    dims.push_back(d.get<int64_t>());
-  }
-  if (dims.size() < 3) return false;
-  std::vector<int64_t> lead(dims.begin(), dims.end() - 2);
-  // Checked: a product that overflows cannot equal the page count.
-  const auto n_lead = checked_product(lead);
-  if (!n_lead || *n_lead != n_pages) return false;  // several series or a different layout: plain pages
-  int n_big = 0;
-  for (int64_t d : lead) n_big += d > 1;
-  if (n_big <= 1) return false;  // a plain stack
-  std::string axes = j.contains("axes") && j["axes"].is_string() ? j["axes"].get<std::string>() : "";
-  std::string shape_text = j["shape"].dump();
-  if (axes.size() != dims.size())
-    throw_input("{} was written by tifffile with shape {} and no axes: more than one axis besides y and x, so the z "
-                "axis is ambiguous (save it as an ImageJ hyperstack or OME-TIFF)",
-                path, shape_text);
-  std::vector<int64_t> stride(lead.size(), 1);
-  for (size_t i = lead.size(); i-- > 1;) stride[i - 1] = stride[i] * lead[i];
-  int64_t pos_z = -1, pos_c = -1, pos_t = -1;
-  for (size_t i = 0; i < lead.size(); ++i) {
-    if (lead[i] == 1) continue;  // a length-1 axis does not move the page index
-    const char a = static_cast<char>(std::toupper(static_cast<unsigned char>(axes[i])));
-    int64_t* slot = a == 'Z' ? &pos_z : a == 'C' ? &pos_c : a == 'T' ? &pos_t : nullptr;
-    if (!slot || *slot >= 0)
-      throw_input("{} was written by tifffile with axes {} and shape {}: only one Z, C and T axis besides Y and X "
-                  "can be read",
-                  path, io::printable(axes), shape_text);
-    *slot = static_cast<int64_t>(i);
-  }
-  auto size_of = [&](int64_t pos) { return pos < 0 ? int64_t(1) : lead[static_cast<size_t>(pos)]; };
-  auto stride_of = [&](int64_t pos) { return pos < 0 ? int64_t(0) : stride[static_cast<size_t>(pos)]; };
-  lay.nz = size_of(pos_z);
-  lay.nc = size_of(pos_c);
-  lay.nt = size_of(pos_t);
-  lay.ifd.resize(static_cast<size_t>(lay.images()));
-  for (int64_t t = 0; t < lay.nt; ++t)
-    for (int64_t c = 0; c < lay.nc; ++c)
-      for (int64_t z = 0; z < lay.nz; ++z)
-        lay.ifd[static_cast<size_t>((t * lay.nc + c) * lay.nz + z)] =
-            z * stride_of(pos_z) + c * stride_of(pos_c) + t * stride_of(pos_t);
-  return true;
-}
-
-// `contiguous_max` is how many images a single-page file could hold after its first
-// page's data (ImageJ's large-stack layout); no plane count above it or n_pages is planned.
-Layout plan_layout(const std::string& desc, int64_t n_pages, int64_t contiguous_max, const std::string& path,
-                   std::unique_ptr<io::ImageJMeta>& ij, std::unique_ptr<io::OmeMeta>& ome) {
-  Layout lay;
-  if (io::is_ome_description(desc)) {
-    ome = std::make_unique<io::OmeMeta>(io::parse_ome(desc, path, n_pages));
-    lay.flavor = "OME";
-    lay.nz = ome->size_z;
-    lay.nc = ome->size_c;
-    lay.nt = ome->size_time;
-    lay.ifd = ome->plane_ifd;
-    if (ome->n_images > 1)
-      log_warn("{} holds {} OME images (series): reading the first", path, ome->n_images);
-    for (int64_t p : lay.ifd)
-      if (p < 0 || p >= n_pages)
-        throw_input("OME-TIFF {} refers to {} planes ({} z x {} c x {} t) but has only {} pages in this file "
-                    "(multi-file OME-TIFF is not supported)",
-                    path, lay.nz * lay.nc * lay.nt, lay.nz, lay.nc, lay.nt, n_pages);
-    return lay;
-  }
-  if (io::is_imagej_description(desc)) {
-    ij = std::make_unique<io::ImageJMeta>(io::parse_imagej(desc, path));
-    lay.flavor = "ImageJ";
-    lay.nc = ij->channels;
-    lay.nt = ij->frames;
-    int64_t images = ij->images > 0 ? ij->images : n_pages;
-    // Every count is at most 1e15 (parse_imagej), but their products can overflow.
-    const auto c_t = checked_mul(lay.nc, lay.nt);
-    lay.nz = ij->slices > 0 ? ij->slices : std::max<int64_t>(1, c_t ? images / *c_t : 1);
-    const auto planes = checked_product({lay.nz, lay.nc, lay.nt});
-    if (ij->images <= 0 && planes) images = *planes;
-    if (!planes || *planes != images)
-      throw_input("bad ImageJ metadata in {}: channels={} x slices={} x frames={} does not equal images={}", path,
-                  lay.nc, lay.nz, lay.nt, images);
-    if (images > n_pages) {
-      // One page and images=N: ImageJ wrote the stack contiguously (checked by the caller).
-      lay.contiguous = n_pages == 1;
-      if (!lay.contiguous)
-        throw_input("truncated TIFF file {}: its ImageJ metadata says images={} but it has only {} pages", path, images,
-                  n_pages);
-    }
-    // More images than the file's bytes can hold: read_volume refuses the contiguous
-    // layout as truncated before anything is indexed, so no map is built for it.
-    if (lay.contiguous && images > contiguous_max) return lay;
-    // ImageJ hyperstacks store channels fastest, then slices, then frames.
-    lay.ifd.resize(static_cast<size_t>(images));
-    for (int64_t t = 0; t < lay.nt; ++t)
-      for (int64_t c = 0; c < lay.nc; ++c)
-        for (int64_t z = 0; z < lay.nz; ++z)
-          lay.ifd[static_cast<size_t>((t * lay.nc + c) * lay.nz + z)] = (t * lay.nz + z) * lay.nc + c;
-    return lay;
-  }
-  if (tifffile_layout(desc, n_pages, path, lay)) return lay;
-  lay.nz = n_pages;
-  lay.ifd.resize(static_cast<size_t>(n_pages));
-  for (int64_t z = 0; z < n_pages; ++z) lay.ifd[static_cast<size_t>(z)] = z;
-  return lay;
-}
-
 }  // namespace
 
 NanPolicy parse_nan_policy(const std::string& s) {
@@ -454,7 +330,8 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   const bool classic_codec = f0.compression == COMPRESSION_LZW || f0.compression == COMPRESSION_DEFLATE ||
                              f0.compression == COMPRESSION_ADOBE_DEFLATE || f0.compression == COMPRESSION_PACKBITS;
   const double max_ratio = f0.compression == COMPRESSION_NONE ? 1.0 : classic_codec ? 2000.0 : 1e5;
-  if (all_bytes > max_ratio * double(file_size) + 65536.0)
+  const double plausible_bytes = max_ratio * double(file_size) + 65536.0;
+  if (all_bytes > plausible_bytes)
     throw_input(
         "implausible TIFF header in {}: {}x{} pixels x {} pages of {} ({}) but the file has only {} bytes{}", path,
         f0.width, f0.height, n_pages, dtype_name(dtype), human_bytes(all_bytes), file_size,
@@ -464,7 +341,7 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   std::unique_ptr<io::ImageJMeta> ij;
   std::unique_ptr<io::OmeMeta> ome;
   const int64_t contiguous_max = page_bytes > 0 ? static_cast<int64_t>(double(file_size) / page_bytes) : 0;
-  const Layout lay = plan_layout(desc, n_pages, contiguous_max, path, ij, ome);
+  const Layout lay = io::plan_layout(desc, n_pages, contiguous_max, path, ij, ome);
   info.flavor = lay.flavor;
   info.channels = static_cast<int>(lay.nc);
   info.times = static_cast<int>(lay.nt);
@@ -554,6 +431,16 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
       if (!TIFFIsCODECConfigured(f.compression))
         throw_input("unsupported compression in {}: page {} uses {}", path, p, compression_name(f.compression));
       check_data_extent(t, path, p, n_pages, file_size);
+      // A tile may overhang the image, but its decoded bytes must be backed by the file as
+      // the pages' are: decode_page allocates one tile, and a crafted TileWidth x
+      // TileLength would otherwise ask for gigabytes (found by fuzz/tiff_file.cpp).
+      const double tile_bytes = double(f.tile_w) * double(f.tile_h) * double(f.bps / 8);
+      if (f.tiled && tile_bytes > plausible_bytes)
+        throw_input(
+            "implausible TIFF header in {}: page {} of {} has tiles of {}x{} pixels ({}) but the "
+            "file has "
+            "only {} bytes",
+            path, p, n_pages, f.tile_w, f.tile_h, human_bytes(tile_bytes), file_size);
     }
   }
 

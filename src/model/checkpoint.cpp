@@ -54,7 +54,12 @@ bool is_safetensors_bytes(const std::string& head) {
 
 TensorMap read_safetensors(const std::string& path, std::map<std::string, std::string>* metadata,
                            std::vector<std::string>* order) {
-  const std::string bytes = read_all(path);
+  return parse_safetensors(read_all(path), path, metadata, order);
+}
+
+TensorMap parse_safetensors(const std::string& bytes, const std::string& path,
+                            std::map<std::string, std::string>* metadata,
+                            std::vector<std::string>* order) {
   if (bytes.size() < 8) throw CheckpointError(fmt::format("{} is truncated: {} bytes, not a safetensors file", path, bytes.size()));
   uint64_t n = 0;
   for (int i = 7; i >= 0; --i) n = (n << 8) | uint8_t(bytes[i]);

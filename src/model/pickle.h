@@ -66,4 +66,13 @@ class Unpickler {
   std::vector<PyRef> objects_;  // everything make() returned, for the non-recursive teardown
 };
 
+// The state_dict a torch.save pickle (data.pkl) holds, flattened to "a.b.c" names, as
+// read_torch_checkpoint returns it; storages come from `loader`. Throws CheckpointError
+// naming `source`. Separate from the zip reading so the pickle can be tested (and fuzzed)
+// from bytes in memory.
+std::map<std::string, at::Tensor> state_dict_from_pickle(const std::string& pickle,
+                                                         const std::string& source,
+                                                         const Unpickler::StorageLoader& loader,
+                                                         std::vector<std::string>* order = nullptr);
+
 }  // namespace isoprompt::detail

@@ -444,7 +444,15 @@ TensorMap read_torch_checkpoint(const std::string& path, std::vector<std::string
       throw CheckpointError(fmt::format("{} is corrupt: {}", path, e.what_without_backtrace()));
     }
   };
-  detail::Unpickler up(pickle, path, loader);
+  return detail::state_dict_from_pickle(pickle, path, loader, order);
+}
+
+namespace detail {
+
+TensorMap state_dict_from_pickle(const std::string& pickle, const std::string& path,
+                                 const Unpickler::StorageLoader& loader,
+                                 std::vector<std::string>* order) {
+  Unpickler up(pickle, path, loader);
   PyRef root = up.run();
   if (root->kind == PyObj::Opaque)
     throw CheckpointError(fmt::format("{} holds a pickled Python object ({}), not a state_dict: save it with "
@@ -464,5 +472,7 @@ TensorMap read_torch_checkpoint(const std::string& path, std::vector<std::string
   if (out.empty()) throw CheckpointError(fmt::format("{} holds no tensors", path));
   return out;
 }
+
+}  // namespace detail
 
 }  // namespace isoprompt

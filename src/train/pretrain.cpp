@@ -148,9 +148,17 @@ void make_pair(const float* clean, int64_t rows, int64_t cols, const PairParams&
     }
   DegradeParams dp;
   const bool integer = r.uniform() < 0.5;
-  dp.factor = integer ? double(r.randint(static_cast<int64_t>(std::ceil(p.min_factor)),
-                                         static_cast<int64_t>(std::floor(p.max_factor))))
-                      : r.uniform(p.min_factor, p.max_factor);
+  const int64_t kmin = static_cast<int64_t>(std::ceil(p.min_factor)),
+                kmax = static_cast<int64_t>(std::floor(p.max_factor));
+  if (p.log_uniform_factor) {
+    const double f = std::exp(r.uniform(std::log(p.min_factor), std::log(p.max_factor)));
+    dp.factor = integer && kmin <= kmax
+                    ? double(std::clamp<int64_t>(std::llround(f), kmin, kmax))
+                    : f;
+  } else {
+    dp.factor = integer && kmin <= kmax ? double(r.randint(kmin, kmax))
+                                        : r.uniform(p.min_factor, p.max_factor);
+  }
   if (r.uniform() < p.psf_prob) {
     dp.model = DegradeParams::Psf;
     dp.psf_sigma_px = dp.factor * r.uniform(0.35, 0.65);
@@ -365,6 +373,7 @@ std::string stream_json(const PretrainParams& p) {
   j["batch"] = p.batch;
   j["crop"] = p.pairs.crop;
   j["factors"] = {p.pairs.min_factor, p.pairs.max_factor};
+  j["factor_draw"] = p.pairs.log_uniform_factor ? "log-uniform" : "uniform";
   j["psf_prob"] = p.pairs.psf_prob;
   j["poisson"] = {p.pairs.poisson_prob, p.pairs.poisson_min, p.pairs.poisson_max};
   j["gaussian"] = {p.pairs.gaussian_prob, p.pairs.gaussian_max};
@@ -448,6 +457,20 @@ void write_checkpoint(const std::string& path, const TrainState& st, const Pretr
   write_safetensors(path, list, meta);
 }
 
+// The top-level keys whose values differ between two JSON objects, for a readable message.
+static std::string changed_keys(const std::string& saved_json, const std::string& this_json) {
+  const auto a = nlohmann::json::parse(saved_json, nullptr, false),
+             b = nlohmann::json::parse(this_json, nullptr, false);
+  if (!a.is_object() || !b.is_object()) return "unreadable settings";
+  std::string out;
+  auto add = [&](const std::string& k) { out += (out.empty() ? "" : ", ") + k; };
+  for (const auto& [k, v] : a.items())
+    if (!b.contains(k) || b[k] != v) add(k);
+  for (const auto& [k, v] : b.items())
+    if (!a.contains(k)) add(k);
+  return out;
+}
+
 void read_checkpoint(const std::string& path, TrainState& st, const PretrainParams& p) {
   check_input_file(path, "checkpoint");
   std::map<std::string, std::string> meta;
@@ -466,9 +489,14 @@ void read_checkpoint(const std::string& path, TrainState& st, const PretrainPara
   if (saved != p.config)
     throw_input("checkpoint {} was made with model {}, but this run asks for {}", path,
                 saved.to_json(), p.config.to_json());
-  if (get("stream") != stream_json(p))
-    throw_input("checkpoint {} was made with other training settings: {} (this run: {})", path,
-                get("stream"), stream_json(p));
+  if (get("stream") != stream_json(p)) {
+    const std::string changed = changed_keys(get("stream"), stream_json(p));
+    if (!p.resume_new_data)
+      throw_input("checkpoint {} was made with other data settings ({}); use the same flags, "
+                  "or --resume-new-data to continue with these",
+                  path, changed);
+    log_warn("resuming {} with new data settings ({})", path, changed);
+  }
   if (get("optim") != optim_json(p))
     log_warn("resuming {} with another learning-rate schedule: {} (checkpoint: {})", path,
              optim_json(p), get("optim"));

@@ -581,6 +581,22 @@ TEST(TiffReadErrors, ImplausibleHeaderDimensions) {
   }
 }
 
+// Tiles far larger than the image and the file (found by the tiff_file fuzzer): refused
+// before the tile buffer is allocated.
+TEST(TiffReadErrors, ImplausibleTileSize) {
+  TempDir dir;
+  const std::string path = dir.file("huge_tile.tif");
+  std::vector<RawPage> pages(2, make_page<uint16_t>(16, 16, [](uint32_t, uint32_t) { return 7; }));
+  for (auto& p : pages) p.tiled = true;
+  write_raw_tiff(path, pages);
+  patch_first_ifd_long(path, TIFFTAG_TILEWIDTH, 65536);
+  patch_first_ifd_long(path, TIFFTAG_TILELENGTH, 65536);
+  EXPECT_EQ(read_error(path),
+            "implausible TIFF header in " + path +
+                ": page 0 of 2 has tiles of 65536x65536 pixels (8.0 GiB) but the file has only " +
+                std::to_string(std::filesystem::file_size(path)) + " bytes");
+}
+
 // A plausible header (zstd can compress far beyond 2000:1) whose stack exceeds the
 // machine's memory is refused with the sizes, not left to the OOM killer.
 TEST(TiffReadErrors, StackLargerThanMemory) {

@@ -200,11 +200,23 @@ TEST(Pretrain, ResumeRejectsOtherSettings) {
     pretrain(p);
     FAIL() << "no throw";
   } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("was made with other training settings"),
+    // Names the setting that differs, not the whole 1 kB settings object.
+    EXPECT_NE(std::string(e.what()).find("was made with other data settings (seed)"),
               std::string::npos)
         << e.what();
   }
-  p.seed = 42;
+  // A deliberate change of the data mid-campaign continues from the saved step.
+  p.resume_new_data = true;
+  EXPECT_EQ(pretrain(p).steps_done, 2);
+  p.resume_new_data = false;
+  p.pairs.log_uniform_factor = true;
+  try {
+    pretrain(p);
+    FAIL() << "no throw";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("(factor_draw)"), std::string::npos) << e.what();
+  }
+  p.pairs.log_uniform_factor = false;
   p.config.embed_dim = 16;
   EXPECT_THROW(pretrain(p), InputError);
 }

@@ -190,6 +190,8 @@ void register_pretrain(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--max-factor", p.pairs.max_factor, "largest axial degradation factor")
       ->capture_default_str();
+  c->add_flag("--log-factor", p.pairs.log_uniform_factor,
+              "draw factors log-uniformly (weights 2-4x like 4-8x) instead of uniformly");
   c->add_option("--phantom-size", p.phantom_size, "edge of generated phantom cubes")
       ->capture_default_str();
   c->add_option("--phantom-every", p.phantom_every, "replace one of 4 pool phantoms every N steps")
@@ -209,6 +211,8 @@ void register_pretrain(CLI::App& app) {
   c->add_option("--checkpoint-every", p.checkpoint_minutes, "minutes between checkpoints")
       ->capture_default_str();
   c->add_option("--resume", p.resume_path, "continue from this checkpoint");
+  c->add_flag("--resume-new-data", p.resume_new_data,
+              "resume although the data settings (mix, factors, noise) differ from the checkpoint's");
   c->add_option("--log", p.log_csv, "CSV log: step, loss, lr, validation PSNR, seconds");
   c->add_option("--log-every", p.log_every, "steps between log lines")->capture_default_str();
   c->add_option("--val-every", p.val_every, "steps between validations")->capture_default_str();
