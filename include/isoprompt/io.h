@@ -28,6 +28,8 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include "isoprompt/volume.h"
 
@@ -48,6 +50,12 @@ struct ReadOptions {
   NanPolicy nan = NanPolicy::Keep;
 };
 
+// Provenance written into an output file (what produced it: method, scores, fallbacks), as
+// `isoprompt.KEY=VALUE` lines of an ImageJ description (tifffile's imagej_metadata shows
+// them) or an OME MapAnnotation in the "isoprompt" namespace. Keys are [a-z0-9_]; in
+// values, line breaks are written as spaces and '=' as ':'.
+using FileNotes = std::vector<std::pair<std::string, std::string>>;
+
 // What read_volume found out about the file (for `isoprompt info`).
 struct TiffFileInfo {
   std::string path;
@@ -62,6 +70,7 @@ struct TiffFileInfo {
   bool calibrated = false;           // the file carries a physical voxel size
   std::string file_unit;             // unit as written in the file ("" if none)
   int64_t nan_count = 0, inf_count = 0;  // non-finite voxels (float data)
+  FileNotes notes;                       // isoprompt's provenance notes, if it wrote the file
 };
 
 // Reads a 3D stack (z, y, x). Throws InputError naming the file on any problem with it.
@@ -75,6 +84,7 @@ struct WriteOptions {
   // stack is small; past 4 GiB an uncompressed ImageJ TIFF gets it by itself. Uncompressed
   // classic ImageJ TIFF only (otherwise ignored).
   bool large_stack_layout = false;
+  FileNotes notes;  // provenance to record in the file
 };
 
 // Writes atomically (temp file + rename): on failure the output path is untouched.

@@ -161,7 +161,9 @@ ImageJMeta parse_imagej(const std::string& d, const std::string& path) {
     start = end + 1;
     const auto eq = line.find('=');
     if (eq == std::string::npos) continue;
-    m.kv[printable(trim(line.substr(0, eq)))] = printable(trim(line.substr(eq + 1)));
+    const std::string key = printable(trim(line.substr(0, eq))), value = printable(trim(line.substr(eq + 1)));
+    m.kv[key] = value;
+    if (key.rfind("isoprompt.", 0) == 0 && key.size() > 10) m.notes.emplace_back(key.substr(10), value);
   }
   auto get_int = [&](const char* key, int64_t& out) {
     auto it = m.kv.find(key);
@@ -294,6 +296,13 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pag
     m.phys[i] = v;
     m.phys_unit[i] = printable(pixels.attribute((std::string(keys[i]) + "Unit").c_str()).as_string());
   }
+  // isoprompt's own provenance notes (ome_description), for `info`.
+  for (auto sa : ome.children())
+    if (std::strcmp(sa.name(), "StructuredAnnotations") == 0)
+      for (auto map : sa.children("MapAnnotation"))
+        if (std::strcmp(map.attribute("Namespace").as_string(), "isoprompt") == 0)
+          for (auto kv : map.child("Value").children("M"))
+            m.notes.emplace_back(printable(kv.attribute("K").as_string()), printable(kv.text().as_string()));
 
   // Plane -> IFD map. Without TiffData, planes are stored in DimensionOrder, one per IFD.
   const int64_t n_planes = *planes;
@@ -335,7 +344,31 @@ OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pag
   return m;
 }
 
-std::string imagej_description(const Volume& v, double min_value, double max_value) {
+namespace {
+
+const char kNotePrefix[] = "isoprompt.";
+const char kNoteNamespace[] = "isoprompt";
+
+// A note as it may be written: keys are checked (a programming error otherwise); in values,
+// line breaks (which end an ImageJ description line) become spaces and '=' becomes ':'
+// (tifffile drops a description line with two '=').
+std::pair<std::string, std::string> clean_note(const std::pair<std::string, std::string>& n) {
+  if (n.first.empty() || n.first.find_first_not_of("abcdefghijklmnopqrstuvwxyz0123456789_") !=
+                             std::string::npos)
+    throw std::logic_error("bad file note key '" + n.first + "'");
+  std::string v = n.second;
+  for (char& c : v)
+    if (c == '\n' || c == '\r')
+      c = ' ';
+    else if (c == '=')
+      c = ':';
+  return {n.first, v};
+}
+
+}  // namespace
+
+std::string imagej_description(const Volume& v, double min_value, double max_value,
+                               const FileNotes& notes) {
   std::string d = "ImageJ=1.11a\n";
   const bool calibrated = unit_to_micron(v.unit()) > 0;
   if (v.nz() > 1) d += fmt::format("images={}\nslices={}\n", v.nz(), v.nz());
@@ -356,10 +389,14 @@ std::string imagej_description(const Volume& v, double min_value, double max_val
   if (v.nz() > 1) d += "loop=false\n";
   if (v.dtype() == DType::F32 && std::isfinite(min_value) && std::isfinite(max_value))
     d += fmt::format("min={}\nmax={}\n", exact_number(min_value), exact_number(max_value));
+  for (const auto& n : notes) {
+    const auto [key, value] = clean_note(n);
+    d += fmt::format("{}{}={}\n", kNotePrefix, key, value);
+  }
   return d;
 }
 
-std::string ome_description(const Volume& v, const std::string& name) {
+std::string ome_description(const Volume& v, const std::string& name, const FileNotes& notes) {
   pugi::xml_document doc;
   auto decl = doc.append_child(pugi::node_declaration);
   decl.append_attribute("version") = "1.0";
@@ -406,6 +443,20 @@ std::string ome_description(const Volume& v, const std::string& name) {
   auto td = px.append_child("TiffData");
   td.append_attribute("IFD") = 0;
   td.append_attribute("PlaneCount") = static_cast<long long>(v.nz());
+  if (!notes.empty()) {
+    // OME's place for key-value metadata; Bio-Formats shows it in Fiji's "Show Info".
+    image.append_child("AnnotationRef").append_attribute("ID") = "Annotation:isoprompt";
+    auto map = ome.append_child("StructuredAnnotations").append_child("MapAnnotation");
+    map.append_attribute("ID") = "Annotation:isoprompt";
+    map.append_attribute("Namespace") = kNoteNamespace;
+    auto value = map.append_child("Value");
+    for (const auto& n : notes) {
+      const auto [key, text] = clean_note(n);
+      auto m = value.append_child("M");
+      m.append_attribute("K") = key.c_str();
+      m.text() = text.c_str();
+    }
+  }
   std::ostringstream os;
   doc.save(os, "  ", pugi::format_default, pugi::encoding_utf8);
   return os.str();

@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "isoprompt/io.h"
 #include "isoprompt/volume.h"
 
 namespace isoprompt::io {
@@ -18,6 +19,7 @@ struct ImageJMeta {
   bool has_spacing = false;
   double spacing = 1.0;
   std::string unit;  // decoded ("\u00B5m" escapes resolved to UTF-8)
+  FileNotes notes;   // isoprompt's own `isoprompt.KEY=VALUE` lines, in file order
 };
 bool is_imagej_description(const std::string& d);
 // Throws InputError (naming `path`) on malformed numbers.
@@ -34,6 +36,7 @@ struct OmeMeta {
   std::vector<int64_t> plane_ifd;
   int64_t ifd_of(int64_t z, int64_t c, int64_t t) const;
   int n_images = 1;
+  FileNotes notes;  // the "isoprompt" MapAnnotation
 };
 bool is_ome_description(const std::string& d);
 // Throws InputError when the planes (SizeZ x SizeC x SizeT) outnumber `n_pages`, the pages
@@ -41,8 +44,10 @@ bool is_ome_description(const std::string& d);
 OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pages);
 
 // Descriptions we write.
-std::string imagej_description(const Volume& v, double min_value, double max_value);
-std::string ome_description(const Volume& v, const std::string& name);
+std::string imagej_description(const Volume& v, double min_value, double max_value,
+                               const FileNotes& notes = {});
+std::string ome_description(const Volume& v, const std::string& name, const FileNotes& notes = {});
+
 
 // Replaces control characters (from a corrupt file) so messages stay one readable line.
 std::string printable(const std::string& s);

@@ -352,6 +352,7 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
   VoxelSize vs;
   std::string unit;
   info.calibrated = calibration(t, lay, ij.get(), ome.get(), path, vs, unit, info.file_unit);
+  info.notes = ij ? ij->notes : ome ? ome->notes : FileNotes{};
 
   if (lay.nz == 1 && lay.nt > 1 && !opts.allow_2d)
     throw_input("{} holds {} time points of a single plane, not a z stack; if its frames are really z planes, swap "

@@ -415,11 +415,11 @@ void write_volume(const std::string& path, const Volume& v, const WriteOptions& 
           "TIFF keeps "
           "it)",
           v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), path);
-    desc = io::ome_description(v, fs::path(path).filename().string());
+    desc = io::ome_description(v, fs::path(path).filename().string(), opts.notes);
   } else {
     double lo = 0, hi = 0;
     if (v.dtype() == DType::F32) finite_range<float>(v, lo, hi);
-    desc = io::imagej_description(v, lo, hi);
+    desc = io::imagej_description(v, lo, hi, opts.notes);
   }
   const PageTags tags = page_tags(v, flavor, std::move(desc));
   const double gib = double(v.size_bytes()) / double(1ull << 30);

@@ -175,6 +175,15 @@ TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   r = run_cli({"baseline", d.file("in.tif"), "-o", d.file("b.tif"), "--method", "linear"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_TRUE(same_voxels(read_volume(d.file("r.tif")), read_volume(d.file("b.tif"))));
+  // The file itself says it is the interpolation, and why.
+  r = run_cli({"info", d.file("r.tif")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("method       interp\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fallback     the tuned prompt model was not better than the interpolation "
+                       "on held-out pairs\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("interp_psnr_db "), std::string::npos) << r.out;
   // --fallback none keeps the model's result (identity on linear input: the same voxels here,
   // so only the log tells them apart).
   r = run_cli({"restore", d.file("in.tif"), "-o", d.file("m.tif"), "--backbone",
@@ -182,6 +191,12 @@ TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("writing the model's result anyway"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("mode prompt"), std::string::npos) << r.out;
+  TiffFileInfo mi;
+  read_volume(d.file("m.tif"), {}, &mi);
+  ASSERT_GE(mi.notes.size(), 3u);
+  EXPECT_EQ(mi.notes[0], (std::pair<std::string, std::string>{"method", "prompt"}));
+  EXPECT_EQ(mi.notes.back(), (std::pair<std::string, std::string>{
+                                 "warning", "not better than interpolation on held-out pairs"}));
   r = run_cli({"restore", d.file("in.tif"), "-o", d.file("x.tif"), "--fallback", "cubic"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("unknown --fallback 'cubic' (expected interp or none)"), std::string::npos)

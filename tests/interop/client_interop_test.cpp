@@ -59,6 +59,8 @@ std::vector<Variant> write_variants(const TempDir& dir, bool with_bigtiff) {
             WriteOptions wo;
             wo.flavor = flavor;
             wo.compression = comp;
+            // Provenance notes (restore writes them) must not disturb what clients read.
+            if (nz == 3) wo.notes = {{"method", "prompt"}, {"fallback", "a = b, c"}};
             add(dtype, {nz, p.y, p.x}, wo, true);
             if (with_bigtiff && p.x == 16 && nz <= 5) {
               wo.force_bigtiff = true;
@@ -431,4 +433,46 @@ print('SAVED')
           "metadata={'axes': 'ZYX'}"),
       std::string::npos)
       << info.err;
+}
+
+// restore's provenance notes (method, held-out scores, fallback) as napari's reader shows
+// them: imagej_metadata keys of an ImageJ TIFF, the "isoprompt" MapAnnotation of an OME-TIFF.
+TEST(TifffileReads, ProvenanceNotes) {
+  ISO_REQUIRE_CLIENT(tifffile_missing());
+  TempDir dir;
+  WriteOptions wo;
+  wo.notes = {{"method", "interp"}, {"fallback", "the tuned model was not better (1 = 2)"}};
+  const Volume v = interop_volume(DType::U16, {3, 8, 8}, true);
+  write_volume(dir.file("n.tif"), v, wo);
+  write_volume(dir.file("n.ome.tif"), v, wo);
+  std::ofstream(dir.file("notes.py")) << R"(import sys
+import xml.etree.ElementTree as ET
+import tifffile
+d = sys.argv[1]
+with tifffile.TiffFile(d + '/n.tif') as t:
+    m = t.imagej_metadata
+    print('IJ', m['isoprompt.method'], '|', m['isoprompt.fallback'], '|', m['images'])
+with tifffile.TiffFile(d + '/n.ome.tif') as t:
+    root = ET.fromstring(t.ome_metadata)
+    ns = '{http://www.openmicroscopy.org/Schemas/OME/2016-06}'
+    for a in root.iter(ns + 'MapAnnotation'):
+        print('OME', a.get('Namespace'), '|', ' | '.join(m.get('K') + '=' + m.text for m in a.iter(ns + 'M')))
+    print('SHAPE', t.series[0].shape)
+)";
+  const CliResult r = run_tifffile_script(dir.file("notes.py"), {dir.path()}, 120);
+  ASSERT_EQ(r.exit_code, 0) << r.out << r.err;
+  // '=' is written as ':' (tifffile skips a description line with two '=').
+  EXPECT_NE(r.out.find("IJ interp | the tuned model was not better (1 : 2) | 3"), std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("OME isoprompt | method=interp | fallback=the tuned model was not better (1 : 2)"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("SHAPE (3, 8, 8)"), std::string::npos) << r.out;
+  for (const char* name : {"n.tif", "n.ome.tif"}) {
+    TiffFileInfo info;
+    read_volume(dir.file(name), {}, &info);
+    EXPECT_EQ(info.notes, (FileNotes{{"method", "interp"},
+                                     {"fallback", "the tuned model was not better (1 : 2)"}}))
+        << name;
+  }
 }

@@ -75,6 +75,9 @@ void run_info(const InfoArgs& a) {
     nlohmann::json p = nlohmann::json::object();
     for (size_t i = 0; i < kPercentiles.size(); ++i) p[fmt::format("{}", kPercentiles[i])] = pct[i];
     j["percentiles"] = p;
+    nlohmann::json notes = nlohmann::json::object();
+    for (const auto& [k, val] : fi.notes) notes[k] = val;
+    if (!fi.notes.empty()) j["isoprompt"] = notes;
     std::printf("%s\n", j.dump(2).c_str());
     return;
   }
@@ -109,6 +112,8 @@ void run_info(const InfoArgs& a) {
   if (v.dtype() == DType::F32)
     out += fmt::format("non-finite   {} NaN, {} Inf{}\n", st.nan_count, st.inf_count,
                        st.nan_count + st.inf_count ? "  (warning: excluded from the statistics)" : "");
+  // Provenance isoprompt wrote: the method, its scores and any fallback.
+  for (const auto& [k, val] : fi.notes) out += fmt::format("{:<12} {}\n", k, val);
   std::fputs(out.c_str(), stdout);
 }
 

@@ -178,8 +178,11 @@ ReconstructParams recon_params(const ReconArgs& a, double k, const Volume& v,
 }
 
 void write_and_report(const ReconArgs& a, const Volume& out, Mode mode,
-                      const ReconstructReport& rep, const std::string& extra) {
-  write_volume(a.out, out);
+                      const ReconstructReport& rep, const std::string& extra, FileNotes notes) {
+  WriteOptions wo;
+  wo.notes = {{"method", mode_text(mode)}, {"factor", num(rep.factor)}};
+  wo.notes.insert(wo.notes.end(), notes.begin(), notes.end());
+  write_volume(a.out, out, wo);
   const VoxelSize& s = out.voxel_size();
   std::printf("wrote %s  %s %s, voxel %s x %s x %s %s (mode %s, factor %s%s)\n", a.out.c_str(),
               to_string(out.shape()).c_str(), dtype_name(out.dtype()), num(s.z).c_str(),
@@ -190,7 +193,7 @@ void write_and_report(const ReconArgs& a, const Volume& out, Mode mode,
 // Reconstructs `v` with `model` or `unet` (both null for interp) and writes the output.
 void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, double k,
                            PromptedModel* model, const c10::optional<Normalizer>& norm,
-                           UNet* unet = nullptr) {
+                           UNet* unet = nullptr, FileNotes notes = {}) {
   ReconstructParams p = recon_params(a, k, v, model ? &model->backbone() : nullptr);
   ReconstructReport rep;
   Volume out;
@@ -205,7 +208,8 @@ void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, doubl
   }
   const std::string extra = mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp))
                                                  : fmt::format(", fuse {}", fuse_name(p.fuse));
-  write_and_report(a, out, mode, rep, extra);
+  if (mode == Mode::Interp) notes.insert(notes.begin(), {"interp", interp_name(p.interp)});
+  write_and_report(a, out, mode, rep, extra, std::move(notes));
 }
 
 // The U-Net trains from scratch: a --backbone beside it would be silently unused.
@@ -364,6 +368,12 @@ void run_restore(RestoreArgs a) {
   log_info("tuned: validation PSNR {} dB ({} {}, {} {}) at step {}", num(r.info.val_psnr),
            start_name(mode), num(r.info.zero_shot_psnr), interp_name(r.info.interp),
            num(r.info.interp_psnr), r.info.best_step);
+  // The held-out scores go into the output file, so the result says how it was judged.
+  FileNotes scores = {{"validation_psnr_db", num(r.info.val_psnr)},
+                      {mode == Mode::UNet ? "untrained_psnr_db" : "zero_shot_psnr_db",
+                       num(r.info.zero_shot_psnr)},
+                      {"interp_psnr_db", fmt::format("{} ({})", num(r.info.interp_psnr),
+                                                     interp_name(r.info.interp))}};
   if (!model_beats_interpolation(r.info)) {
     // Never worse than interpolation without saying so: the stack's own held-out pairs are
     // the only evidence there is without ground truth.
@@ -377,11 +387,16 @@ void run_restore(RestoreArgs a) {
     if (a.fallback == "interp") {
       RestoreArgs ia = a;
       ia.interp = interp_name(r.info.interp);
-      return reconstruct_and_write(ia, v, Mode::Interp, k, nullptr, c10::nullopt);
+      scores.emplace_back("fallback", fmt::format("the tuned {} model was not better than the "
+                                                  "interpolation on held-out pairs",
+                                                  mode_text(mode)));
+      return reconstruct_and_write(ia, v, Mode::Interp, k, nullptr, c10::nullopt, nullptr,
+                                   std::move(scores));
     }
+    scores.emplace_back("warning", "not better than interpolation on held-out pairs");
   }
   reconstruct_and_write(a, v, mode, k, mode == Mode::UNet ? nullptr : &r.model, r.info.norm,
-                        r.unet ? &r.unet : nullptr);
+                        r.unet ? &r.unet : nullptr, std::move(scores));
 }
 
 // Registers the flags common to predict and restore.
