@@ -287,8 +287,8 @@ TEST(PredictCli, InterruptWritesNothing) {
 // --tta and --uncertainty with an identity backbone (it returns its input exactly): every
 // flip is undone exactly, so --tta writes the same voxels as without it, and the XZ and YZ
 // restorations agree, so the map is exactly 0. The map is float32 on the output grid with
-// the output's voxel size and says what it is. A random backbone gives a finite map >= 0
-// that is not all zero.
+// the output's voxel size and says what it is. (Maps that are not zero, against their closed
+// forms: tests/infer/tta_test.cpp.)
 TEST(PredictCli, TtaAndUncertaintyMap) {
   TempDir d;
   SwinIR net(test::tiny_swin_config());
@@ -327,15 +327,6 @@ TEST(PredictCli, TtaAndUncertaintyMap) {
                       std::pair<std::string, std::string>{"map", "uncertainty"}),
             ui.notes.end());
 
-  const std::string bb = tiny_backbone(d, "tiny.safetensors", 32);
-  r = run_cli({"predict", d.file("in.tif"), "-o", d.file("rand.tif"), "--mode", "zero-shot",
-               "--backbone", bb, "--uncertainty", d.file("ur.tif")});
-  ASSERT_EQ(r.exit_code, 0) << r.err;
-  const at::Tensor ur = to_float_tensor(read_volume(d.file("ur.tif")));
-  EXPECT_EQ(ur.sizes(), to_float_tensor(read_volume(d.file("rand.tif"))).sizes());
-  EXPECT_TRUE(at::isfinite(ur).all().item<bool>());
-  EXPECT_GE(ur.min().item<double>(), 0.0);
-  EXPECT_GT(ur.max().item<double>(), 0.0);
 }
 
 // --tta and --uncertainty need a network, and the map's path is checked like every output:
@@ -354,8 +345,6 @@ TEST(PredictCli, TtaAndUncertaintyFlagErrors) {
       {{"predict", in, "-o", out, "--mode", "interp", "--uncertainty", u},
        "--uncertainty needs a network: the map is the spread of the network's XZ and YZ "
        "restorations, and --mode interp has none"},
-      {{"restore", in, "-o", out, "--mode", "interp", "--uncertainty", u},
-       "--uncertainty needs a network"},
       {{"predict", in, "-o", out, "--mode", "zero-shot", "--uncertainty", in},
        "output path is the same file as the input: " + in},
       {{"predict", in, "-o", out, "--mode", "zero-shot", "--uncertainty", out},

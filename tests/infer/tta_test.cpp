@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <vector>
 
 #include "isoprompt/error.h"
 #include "isoprompt/infer.h"
