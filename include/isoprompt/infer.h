@@ -17,6 +17,17 @@
 // centred, see ops.h); the output has round(nz * K) planes and voxel z = z / K exactly.
 // Planes handed to the network have z along their ROWS (image axis 0), the axis that
 // training degrades.
+//
+// Test-time augmentation (ReconstructParams::tta) restores each plane four times, as it
+// is, flipped along its lateral axis (columns), along z (rows) and both (the flips that
+// keep z along the rows), flips each result back and averages the four. The uncertainty
+// map (reconstruct's `uncertainty` output) is, per output voxel, the population standard
+// deviation of all the restorations of that voxel: the XZ and the YZ one (n = 2), or the
+// four TTA variants of each (n = 8), in output intensity units (after de-normalisation):
+//
+//   u = (hi - lo) * sqrt( sum_i (r_i - mean)^2 / n ),   r_i normalised restorations.
+//
+// Without TTA that is |r_xz - r_yz| / 2 * (hi - lo). It is the same for either --fuse.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -160,6 +171,10 @@ struct ReconstructParams {
   c10::optional<DType> out_dtype;
   /// Log the factor, voxel size, tiling and a progress bar (via log.h).
   bool verbose = true;
+  /// Test-time augmentation: each plane restored as it is and flipped along its lateral
+  /// axis, along z and both, flipped back exactly and averaged (4x the network's work).
+  /// Needs a restorer.
+  bool tta = false;
 };
 
 /// What reconstruct() did, for the CLI and tests.
@@ -170,6 +185,7 @@ struct ReconstructReport {
   Normalizer norm;             // the normalisation used
   TilePlan xz_plan, yz_plan;   // tiling of the XZ and YZ planes (empty in interp mode)
   int64_t planes = 0;          // planes restored (ny + nx; 0 in interp mode)
+  int64_t variants = 0;        // restorations per plane: 1, or 4 with TTA (0 in interp mode)
   ClipReport clip;             // voxels saturated when converting to the output dtype
   double seconds = 0;
   double host_bytes = 0;       // estimated peak host memory of the volume buffers
@@ -177,11 +193,15 @@ struct ReconstructReport {
 
 /// Makes `input` isotropic. An empty `restorer` means interpolation only (mode interp):
 /// the result is exactly ops' upsample() converted to the output dtype.
+/// `uncertainty` (optional) receives the uncertainty map defined above: float32, the
+/// output's shape, voxel size and unit. It and params.tta need a restorer (InputError).
 /// Throws InputError for bad parameters, Cancelled on Ctrl-C (nothing is returned).
 /// Peak host memory: the input, one float32 accumulator of the output's size, the output
-/// in its dtype, plus one batch of planes (see docs/infer.md).
+/// in its dtype, the uncertainty map when asked for (float32, the output's size), plus
+/// one group of planes (see docs/infer.md).
 Volume reconstruct(const Volume& input, const ReconstructParams& params,
-                   const SliceRestorer& restorer, ReconstructReport* report = nullptr);
+                   const SliceRestorer& restorer, ReconstructReport* report = nullptr,
+                   Volume* uncertainty = nullptr);
 
 /// Output z length for factor K: round(nz * K) (same rule as ops' upsample).
 int64_t reconstructed_nz(int64_t nz, double factor);

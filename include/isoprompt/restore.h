@@ -32,10 +32,11 @@ RestorerCost swin_cost(const SwinConfig& config);
 SliceRestorer model_restorer(PromptedModel& model);
 
 // Moves `model` to params.device, sets params.cost from its configuration and
-// reconstructs `input` with it. The network's z input is interpolated with params.interp
-// (set it from backbone_input_interp: what the backbone was pretrained on).
+// reconstructs `input` with it (`uncertainty`: reconstruct's optional map). The network's
+// z input is interpolated with params.interp (set it from backbone_input_interp: what the
+// backbone was pretrained on).
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, PromptedModel& model,
-                              ReconstructReport* report = nullptr);
+                              ReconstructReport* report = nullptr, Volume* uncertainty = nullptr);
 
 // Memory model of a U-Net forward pass in inference mode (its widest level's activations
 // and the skips held for the way up) and its weights; tiles are multiples of 2^depth.
@@ -47,6 +48,6 @@ SliceRestorer unet_restorer(UNet& net);
 // The same for a U-Net (mode unet): moves it to params.device, sets params.cost and
 // reconstructs. params.interp is the one it was trained with (the file's "interp").
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, UNet& net,
-                              ReconstructReport* report = nullptr);
+                              ReconstructReport* report = nullptr, Volume* uncertainty = nullptr);
 
 }  // namespace isoprompt

@@ -4,6 +4,19 @@
 // full-size buffers are the input, one float32 accumulator of the output's size (it
 // holds the XZ result, then the fused result) and the output in its dtype (float32
 // output is denormalised in place in the accumulator, so it needs no second buffer).
+//
+// Test-time augmentation and the uncertainty map add no other full-size buffer: the TTA
+// variants of a group of planes are accumulated into that group's running mean and sum
+// of squared deviations (Welford) before the group goes into the accumulator, and the
+// map is the only extra output-sized buffer. It holds the XZ pass's within-orientation
+// sum of squared deviations (TTA only), and the YZ pass turns it into the standard
+// deviation over all 2n restorations with Chan et al.'s pairwise update, reading the XZ
+// mean from the accumulator before the fusion overwrites it:
+//
+//   M2 = M2_xz + M2_yz + (mean_xz - mean_yz)^2 * n / 2,   u = sqrt(M2 / 2n) * (hi - lo).
+//
+// Storing sum and sum of squares instead would need a second buffer and lose digits to
+// cancellation (the spread is small next to the intensities); Welford/Chan need neither.
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
@@ -11,6 +24,8 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #include "isoprompt/error.h"
 #include "isoprompt/infer.h"
@@ -57,6 +72,14 @@ Volume extract_block(const Volume& in, Plane p, int64_t first, int64_t count) {
   return block;
 }
 
+// The flips of a P x Z x W stack of planes used by test-time augmentation: identity,
+// lateral (columns), z (rows), both. Each keeps z along the rows, the axis training
+// degrades, and is its own inverse.
+const std::vector<std::vector<int64_t>>& tta_flips(bool tta) {
+  static const std::vector<std::vector<int64_t>> none{{}}, all{{}, {2}, {1}, {1, 2}};
+  return tta ? all : none;
+}
+
 std::string plan_text(const char* name, int64_t rows, int64_t cols, const TilePlan& pl) {
   if (pl.tiles_per_plane() == 1)
     return fmt::format("{} planes {}x{} whole", name, rows, cols);
@@ -71,11 +94,16 @@ int64_t reconstructed_nz(int64_t nz, double factor) {
 }
 
 Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceRestorer& restorer,
-                   ReconstructReport* report) {
+                   ReconstructReport* report, Volume* uncertainty) {
   const auto t_start = std::chrono::steady_clock::now();
   if (input.empty()) throw_input("cannot reconstruct an empty volume ({})", to_string(input.shape()));
   if (!std::isfinite(p.factor) || p.factor < 1.0)
     throw_input("z factor {} must be a finite number >= 1", p.factor);
+  if (!restorer && p.tta)
+    throw_input("test-time augmentation needs a network: interpolation has no restorations to average");
+  if (!restorer && uncertainty)
+    throw_input("the uncertainty map needs a network: it is the spread of the network's XZ and YZ "
+                "restorations, and interpolation has none");
   const double k = p.factor;
   const int64_t nz = input.nz(), ny = input.ny(), nx = input.nx();
   const int64_t out_nz = reconstructed_nz(nz, k);
@@ -129,17 +157,34 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
            rep.xz_plan.batch, std::max(rep.xz_plan.bytes_per_batch, rep.yz_plan.bytes_per_batch) / kGiB,
            p.max_memory_gb);
 
+  const auto& flips = tta_flips(p.tta);
+  const int64_t n_var = static_cast<int64_t>(flips.size());
+  if (p.tta)
+    log_info("test-time augmentation: each slice restored 4 times (as it is, flipped along x or y, "
+             "along z, both), flipped back and averaged");
+
   // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
   const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;
+  const double map_bytes = uncertainty ? 4.0 * out_nz * ny * nx : 0.0;
   log_info("host memory: about {:.2f} GB (input {:.2f}, float32 accumulator {:.2f}, output {:.2f}, "
-           "planes in flight <= 0.25)",
-           (double(input.size_bytes()) + 4.0 * out_nz * ny * nx + out_bytes) / kGiB + 0.25,
-           double(input.size_bytes()) / kGiB, 4.0 * out_nz * ny * nx / kGiB, out_bytes / kGiB);
+           "{}planes in flight <= 0.25)",
+           (double(input.size_bytes()) + 4.0 * out_nz * ny * nx + out_bytes + map_bytes) / kGiB + 0.25,
+           double(input.size_bytes()) / kGiB, 4.0 * out_nz * ny * nx / kGiB, out_bytes / kGiB,
+           uncertainty ? fmt::format("uncertainty map {:.2f}, ", map_bytes / kGiB) : "");
   Volume acc(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
   at::Tensor acc_t = to_tensor(acc).data;
   const double lo = norm.lo, scale = norm.scale();
+  const double range = norm.hi > norm.lo ? norm.hi - norm.lo : 1.0;  // as the denormalisation
+  Volume umap;
+  at::Tensor umap_t;
+  if (uncertainty) {
+    umap = Volume(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
+    umap_t = to_tensor(umap).data;
+  }
 
-  Progress progress("reconstruct", ny + nx, "slices");
+  // The bar counts restorations of a slice (4 per slice with TTA), so rate and ETA cover
+  // the whole job.
+  Progress progress("reconstruct", (ny + nx) * n_var, p.tta ? "slice passes" : "slices");
   int64_t done = 0;
   double group_peak = 0;
   for (const Plane which : {Plane::XZ, Plane::YZ}) {
@@ -148,7 +193,9 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
     const int64_t n_planes = xz ? ny : nx, width = xz ? nx : ny;
     // Planes per group: as many as the host group budget allows (the per-group work,
     // block extraction and upsampling, has a fixed cost), and at least one batch of tiles.
-    const double plane_bytes = 4.0 * 4.0 * double(out_nz) * double(width);
+    // Per plane: input copy, upsampled, normalised, restored; TTA adds the flipped input,
+    // the flipped-back result, the running mean, M2 and two temporaries.
+    const double plane_bytes = (p.tta ? 10.0 : 4.0) * 4.0 * double(out_nz) * double(width);
     const int64_t tpp = plan.tiles_per_plane();
     int64_t group = std::max<int64_t>(1, static_cast<int64_t>(kGroupBytes / plane_bytes));
     group = std::max(group, (plan.batch + tpp - 1) / tpp);
@@ -169,33 +216,66 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
         const at::Tensor planes = xz ? t.permute({1, 0, 2}) : t.permute({2, 0, 1});  // P x Z x W
         up = normalised ? planes.clone() : planes.sub(lo).mul_(scale);
       }
-      int64_t tiles_done = 0;
-      const at::Tensor restored = restore_planes(up, restorer, plan, p.device, [&](int64_t n) {
+      int64_t tiles_done = 0;  // over all variants of this group
+      auto on_batch = [&](int64_t n) {
         tiles_done += n;
         progress.update(done + tiles_done / tpp);  // also the Ctrl-C safe point
-      });
+      };
+      // The variants' running mean and sum of squared deviations (Welford). Identical
+      // variants leave the mean bit-exact (delta is 0), so a flip-equivariant network gives
+      // exactly the result without TTA.
+      at::Tensor restored, m2;
+      for (int64_t v = 0; v < n_var; ++v) {
+        const std::vector<int64_t>& f = flips[static_cast<size_t>(v)];
+        at::Tensor r = restore_planes(f.empty() ? up : at::flip(up, f), restorer, plan, p.device, on_batch);
+        if (!f.empty()) r = at::flip(r, f);  // a permutation: the back-transform is exact
+        if (v == 0) {
+          restored = r;
+          continue;
+        }
+        const at::Tensor delta = r - restored;
+        restored.add_(delta, 1.0 / static_cast<double>(v + 1));
+        if (uncertainty) {
+          const at::Tensor d2 = delta.mul(r - restored);
+          m2 = m2.defined() ? m2.add_(d2) : d2;
+        }
+      }
       at::Tensor dst = xz ? acc_t.narrow(1, first, count).permute({1, 0, 2})
                           : acc_t.narrow(2, first, count).permute({2, 0, 1});
+      at::Tensor udst;
+      if (uncertainty)
+        udst = xz ? umap_t.narrow(1, first, count).permute({1, 0, 2})
+                  : umap_t.narrow(2, first, count).permute({2, 0, 1});
       if (xz) {
         dst.copy_(restored);
+        if (uncertainty && m2.defined()) udst.copy_(m2);
       } else {
+        if (uncertainty) {
+          // Chan et al.: two sets of n restorations, means mean_xz (in the accumulator, not
+          // yet fused) and mean_yz, sums of squared deviations M2_xz (in the map) and M2_yz.
+          at::Tensor d = dst - restored;
+          at::Tensor total = d.mul_(d).mul_(0.5 * static_cast<double>(n_var));
+          if (m2.defined()) total.add_(udst).add_(m2);
+          udst.copy_(total.div_(2.0 * static_cast<double>(n_var)).sqrt_().mul_(range));
+        }
         fuse_into(dst, restored, p.fuse);
       }
-      done += count;
+      done += count * n_var;
       progress.update(done);
     }
   }
   progress.finish();
 
   rep.planes = ny + nx;
-  rep.host_bytes = static_cast<double>(input.size_bytes()) + double(acc.size_bytes()) + out_bytes + group_peak;
+  rep.variants = n_var;
+  rep.host_bytes =
+      static_cast<double>(input.size_bytes()) + double(acc.size_bytes()) + out_bytes + map_bytes + group_peak;
 
   // Denormalise: float32 in place (same arithmetic as ops' denormalize), integers into a
   // new volume with saturation counted.
   Volume out;
   if (out_dtype == DType::F32) {
     float* d = acc.data<float>();
-    const double range = norm.hi > norm.lo ? norm.hi - norm.lo : 1.0;
     const int64_t count = acc.numel();
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < count; ++i) d[i] = static_cast<float>(double(d[i]) * range + lo);
@@ -212,6 +292,10 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
   log_info("reconstructed {} -> {} in {}", to_string(input.shape()), to_string(out.shape()),
            Progress::format_duration(rep.seconds));
+  if (uncertainty) {
+    umap_t = at::Tensor();
+    *uncertainty = std::move(umap);
+  }
   if (report) *report = rep;
   return out;
 }

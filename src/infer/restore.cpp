@@ -36,10 +36,10 @@ SliceRestorer model_restorer(PromptedModel& model) {
 }
 
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, PromptedModel& model,
-                              ReconstructReport* report) {
+                              ReconstructReport* report, Volume* uncertainty) {
   params.cost = swin_cost(model.backbone().config);
   model.to(params.device);
-  return reconstruct(input, params, model_restorer(model), report);
+  return reconstruct(input, params, model_restorer(model), report, uncertainty);
 }
 
 RestorerCost unet_cost(const UNetConfig& config) {
@@ -58,10 +58,10 @@ SliceRestorer unet_restorer(UNet& net) {
 }
 
 Volume reconstruct_with_model(const Volume& input, ReconstructParams params, UNet& net,
-                              ReconstructReport* report) {
+                              ReconstructReport* report, Volume* uncertainty) {
   params.cost = unet_cost(net->config());
   net->to(params.device);
-  return reconstruct(input, params, unet_restorer(net), report);
+  return reconstruct(input, params, unet_restorer(net), report, uncertainty);
 }
 
 }  // namespace isoprompt

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
@@ -281,4 +282,81 @@ TEST(PredictCli, InterruptWritesNothing) {
   for (const auto& e : std::filesystem::directory_iterator(d.path()))
     if (e.path().filename().string().find("out") != std::string::npos) ++files;
   EXPECT_EQ(files, 0);
+}
+
+// --tta and --uncertainty with an identity backbone (it returns its input exactly): every
+// flip is undone exactly, so --tta writes the same voxels as without it, and the XZ and YZ
+// restorations agree, so the map is exactly 0. The map is float32 on the output grid with
+// the output's voxel size and says what it is. (Maps that are not zero, against their closed
+// forms: tests/infer/tta_test.cpp.)
+TEST(PredictCli, TtaAndUncertaintyMap) {
+  TempDir d;
+  SwinIR net(test::tiny_swin_config());
+  identity_init(net);
+  save_backbone(d.file("id.safetensors"), net);
+  write_volume(d.file("in.tif"), smooth_volume({5, 18, 14}, {1.5, 0.5, 0.5}, 31));
+  const std::vector<std::string> base = {"predict", d.file("in.tif"), "--mode", "zero-shot",
+                                         "--backbone", d.file("id.safetensors")};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = base;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args);
+  };
+  auto r = with({"-o", d.file("plain.tif")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = with({"-o", d.file("tta.tif"), "--tta", "--uncertainty", d.file("u.tif")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("fuse mean, tta)"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("float32 uncertainty map (8 restorations), mean 0, max 0"),
+            std::string::npos)
+      << r.out;
+  const Volume plain = read_volume(d.file("plain.tif"));
+  TiffFileInfo ti, ui;
+  const Volume tta = read_volume(d.file("tta.tif"), {}, &ti);
+  EXPECT_TRUE(same_voxels(plain, tta));
+  EXPECT_NE(std::find(ti.notes.begin(), ti.notes.end(),
+                      std::pair<std::string, std::string>{"tta", "4 flips (none, x or y, z, both), averaged"}),
+            ti.notes.end());
+  const Volume u = read_volume(d.file("u.tif"), {}, &ui);
+  EXPECT_EQ(u.shape(), tta.shape());
+  EXPECT_EQ(u.dtype(), DType::F32);
+  EXPECT_EQ(u.voxel_size(), tta.voxel_size());
+  EXPECT_EQ(u.unit(), tta.unit());
+  EXPECT_EQ(to_float_tensor(u).abs().max().item<double>(), 0.0);
+  EXPECT_NE(std::find(ui.notes.begin(), ui.notes.end(),
+                      std::pair<std::string, std::string>{"map", "uncertainty"}),
+            ui.notes.end());
+
+}
+
+// --tta and --uncertainty need a network, and the map's path is checked like every output:
+// exit 2 before any work, nothing written.
+TEST(PredictCli, TtaAndUncertaintyFlagErrors) {
+  TempDir d;
+  write_volume(d.file("in.tif"), smooth_volume({4, 16, 16}, {2.0, 0.5, 0.5}, 33));
+  const std::string in = d.file("in.tif"), out = d.file("out.tif"), u = d.file("u.tif");
+  struct Case {
+    std::vector<std::string> args;
+    std::string message;
+  };
+  const std::vector<Case> cases = {
+      {{"predict", in, "-o", out, "--mode", "interp", "--tta"},
+       "--tta needs a network: --mode interp has no restorations to average"},
+      {{"predict", in, "-o", out, "--mode", "interp", "--uncertainty", u},
+       "--uncertainty needs a network: the map is the spread of the network's XZ and YZ "
+       "restorations, and --mode interp has none"},
+      {{"predict", in, "-o", out, "--mode", "zero-shot", "--uncertainty", in},
+       "output path is the same file as the input: " + in},
+      {{"predict", in, "-o", out, "--mode", "zero-shot", "--uncertainty", out},
+       "output path is the same file as the input: " + out},
+      {{"restore", in, "-o", out, "--uncertainty", u, "--prompt-out", u},
+       "output path is the same file as the input: " + u},
+  };
+  for (const Case& c : cases) {
+    const auto r = run_cli(c.args);
+    EXPECT_EQ(r.exit_code, 2) << c.message << "\n" << r.err;
+    EXPECT_EQ(isoprompt::test::error_line(r.err), c.message) << r.err;
+    EXPECT_FALSE(file_exists(out));
+    EXPECT_FALSE(file_exists(u));
+  }
 }

@@ -19,6 +19,7 @@
 #include "isoprompt/ops.h"
 #include "isoprompt/restore.h"
 #include "isoprompt/runtime.h"
+#include "isoprompt/tensor.h"
 #include "isoprompt/train.h"
 
 namespace isoprompt::cli {
@@ -77,6 +78,8 @@ const char* mode_text(Mode m) {
 struct ReconArgs {
   std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "auto";
   std::string fuse = "mean", dtype, nan = "refuse";
+  std::string uncertainty;  // --uncertainty OUT: also write the uncertainty map
+  bool tta = false;
   int64_t tile = 0, overlap = -1, batch = 0;
   double max_memory = 4.0;
   int channel = -1, time = -1;
@@ -102,7 +105,15 @@ std::vector<std::string> recon_inputs(const ReconArgs& a, const std::string& oth
 
 // Validates everything that needs no file, before any work.
 void check_recon_flags(const ReconArgs& a, const std::string& other_input) {
-  parse_mode(a.mode);
+  if (parse_mode(a.mode) == Mode::Interp) {
+    // Both are statements about a network's restorations; interpolation has none, and a
+    // map of zeros would claim a certainty nobody measured.
+    if (a.tta) throw_input("--tta needs a network: --mode interp has no restorations to average");
+    if (!a.uncertainty.empty())
+      throw_input(
+          "--uncertainty needs a network: the map is the spread of the network's XZ and YZ "
+          "restorations, and --mode interp has none");
+  }
   parse_factor(a.factor);
   if (a.interp != "auto") parse_interp(a.interp);
   parse_fuse(a.fuse);
@@ -115,6 +126,19 @@ void check_recon_flags(const ReconArgs& a, const std::string& other_input) {
     throw_input("--max-memory {} must be a positive number of GB", a.max_memory);
   check_input_file(a.in, "input file");
   check_output_path(a.out, recon_inputs(a, other_input));
+  if (!a.uncertainty.empty()) {
+    std::vector<std::string> inputs = recon_inputs(a, other_input);
+    inputs.push_back(a.out);
+    check_output_path(a.uncertainty, inputs);
+  }
+}
+
+// What the uncertainty map is, for its file's provenance and the summary line.
+std::string uncertainty_definition(bool tta) {
+  return tta ? "standard deviation of the 8 restorations of each voxel (XZ and YZ, each as it is "
+               "and flipped along x or y, z, both), output intensity units"
+             : "standard deviation of the 2 restorations of each voxel (XZ and YZ), output "
+               "intensity units";
 }
 
 Volume read_input(const ReconArgs& a, bool* calibrated) {
@@ -174,20 +198,37 @@ ReconstructParams recon_params(const ReconArgs& a, double k, const Volume& v,
   p.max_memory_gb = a.max_memory;
   p.device = parse_device(globals().device);
   p.out_dtype = a.dtype.empty() ? v.dtype() : parse_dtype(a.dtype);
+  p.tta = a.tta;
   return p;
 }
 
 void write_and_report(const ReconArgs& a, const Volume& out, Mode mode,
-                      const ReconstructReport& rep, const std::string& extra, FileNotes notes) {
+                      const ReconstructReport& rep, const std::string& extra, FileNotes notes,
+                      const Volume* umap = nullptr) {
+  const bool tta = rep.variants > 1;
   WriteOptions wo;
   wo.notes = {{"method", mode_text(mode)}, {"factor", num(rep.factor)}};
+  if (tta) wo.notes.emplace_back("tta", "4 flips (none, x or y, z, both), averaged");
   wo.notes.insert(wo.notes.end(), notes.begin(), notes.end());
   write_volume(a.out, out, wo);
   const VoxelSize& s = out.voxel_size();
-  std::printf("wrote %s  %s %s, voxel %s x %s x %s %s (mode %s, factor %s%s)\n", a.out.c_str(),
+  std::printf("wrote %s  %s %s, voxel %s x %s x %s %s (mode %s, factor %s%s%s)\n", a.out.c_str(),
               to_string(out.shape()).c_str(), dtype_name(out.dtype()), num(s.z).c_str(),
               num(s.y).c_str(), num(s.x).c_str(), out.unit().c_str(), mode_text(mode),
-              num(rep.factor).c_str(), extra.c_str());
+              num(rep.factor).c_str(), extra.c_str(), tta ? ", tta" : "");
+  if (!umap) return;
+  // Written after the output: the map only makes sense next to it.
+  WriteOptions uo;
+  uo.notes = {{"method", mode_text(mode)},
+              {"factor", num(rep.factor)},
+              {"map", "uncertainty"},
+              {"uncertainty", uncertainty_definition(tta)},
+              {"output", a.out}};
+  write_volume(a.uncertainty, *umap, uo);
+  const at::Tensor u = to_float_tensor(*umap);
+  std::printf("wrote %s  %s float32 uncertainty map (%s), mean %s, max %s\n", a.uncertainty.c_str(),
+              to_string(umap->shape()).c_str(), tta ? "8 restorations" : "XZ vs YZ",
+              num(u.mean().item<double>()).c_str(), num(u.max().item<double>()).c_str());
 }
 
 // Reconstructs `v` with `model` or `unet` (both null for interp) and writes the output.
@@ -196,20 +237,31 @@ void reconstruct_and_write(const ReconArgs& a, const Volume& v, Mode mode, doubl
                            UNet* unet = nullptr, FileNotes notes = {}) {
   ReconstructParams p = recon_params(a, k, v, model ? &model->backbone() : nullptr);
   ReconstructReport rep;
-  Volume out;
+  Volume out, umap;
+  Volume* want_map = a.uncertainty.empty() ? nullptr : &umap;
   if (model) {
     p.norm = norm;
-    out = reconstruct_with_model(v, p, *model, &rep);
+    out = reconstruct_with_model(v, p, *model, &rep, want_map);
   } else if (unet) {
     p.norm = norm;
-    out = reconstruct_with_model(v, p, *unet, &rep);
+    out = reconstruct_with_model(v, p, *unet, &rep, want_map);
   } else {
+    // Only restore's fallback gets here with --tta or --uncertainty (check_recon_flags
+    // refuses them with --mode interp): the output is the interpolation, so there is
+    // nothing to augment and no spread to map.
+    if (a.tta) log_warn("--tta has no effect: the output is the interpolation");
+    if (want_map)
+      log_warn("--uncertainty: {} is not written: the output is the interpolation, which has no "
+               "restorations to compare",
+               a.uncertainty);
+    p.tta = false;
+    want_map = nullptr;
     out = reconstruct(v, p, SliceRestorer(), &rep);
   }
   const std::string extra = mode == Mode::Interp ? fmt::format(", {}", interp_name(p.interp))
                                                  : fmt::format(", fuse {}", fuse_name(p.fuse));
   if (mode == Mode::Interp) notes.insert(notes.begin(), {"interp", interp_name(p.interp)});
-  write_and_report(a, out, mode, rep, extra, std::move(notes));
+  write_and_report(a, out, mode, rep, extra, std::move(notes), want_map);
 }
 
 // The U-Net trains from scratch: a --backbone beside it would be silently unused.
@@ -314,6 +366,7 @@ void run_restore(RestoreArgs a) {
           mode_text(mode));
     std::vector<std::string> inputs = recon_inputs(a, a.flags.resume);
     inputs.push_back(a.out);
+    inputs.push_back(a.uncertainty);
     check_output_path(a.prompt_out, inputs);
   }
   TuneParams& tp = a.tune;
@@ -430,6 +483,13 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
       ->capture_default_str();
   c->add_option("--dtype", a.dtype,
                 "output dtype: uint8 | uint16 | float32 (default: the input's)");
+  c->add_flag("--tta", a.tta,
+              "test-time augmentation: restore every slice also flipped along x or y, along z and "
+              "both, flip back and average (4x the network time; not with --mode interp)");
+  c->add_option("--uncertainty", a.uncertainty,
+                "also write an uncertainty map here: float32 on the output grid, per voxel the "
+                "standard deviation of its XZ and YZ restorations (8 with --tta), in output "
+                "intensity units (not with --mode interp)");
   c->add_option("--channel", a.channel, "channel to read (0-based) when the file has several")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--time", a.time, "time point to read (0-based) when the file has several")
