@@ -53,7 +53,9 @@ double fill_value(const json& z, DType dtype, const std::string& file) {
   if (!z.contains("fill_value") || z["fill_value"].is_null()) return 0.0;
   const json& f = z["fill_value"];
   if (dtype == DType::F32) {
-    if (f.is_number()) return f.get<double>();
+    // A finite value must be a float32 one (converting a larger double is undefined).
+    if (f.is_number() && std::fabs(f.get<double>()) <= std::numeric_limits<float>::max())
+      return f.get<double>();
     if (f.is_string()) {
       const std::string s = f.get<std::string>();
       if (s == "NaN") return std::numeric_limits<double>::quiet_NaN();

@@ -3,6 +3,8 @@
 // separators, big-endian, 5D), sub-box reads, the pyramid, atomic replacement, and the
 // InputError message of each malformed piece of metadata.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmath>
 #include <cstring>
@@ -319,6 +321,9 @@ TEST(ZarrIo, MalformedZarrayMessages) {
   EXPECT_EQ(msg(R"({"shape": [4, 4, 4], "chunks": [2, 2, 2], "dtype": "<u2", "compressor": null,
                    "fill_value": 70000, "zarr_format": 2})"),
             "bad .zarray " + f + ": fill_value 70000 is not a uint16 value");
+  EXPECT_EQ(msg(R"({"shape": [4, 4, 4], "chunks": [2, 2, 2], "dtype": "<f4", "compressor": null,
+                   "fill_value": 1e300, "zarr_format": 2})"),
+            "bad .zarray " + f + ": fill_value 1e+300 is not a float32 value");
   EXPECT_EQ(msg(R"({"shape": [4, 4, 4], "chunks": [2, 2, 2], "dtype": "<u2", "compressor": null,
                    "fill_value": 0, "dimension_separator": "-", "zarr_format": 2})"),
             "bad .zarray " + f + ": dimension_separator \"-\" must be \".\" or \"/\"");
@@ -436,6 +441,11 @@ TEST(ZarrIo, AtomicReplacement) {
   }
   EXPECT_TRUE(same_bytes(read_volume(path), a));
   EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"out.zarr"});
+  // A temporary store left by a killed process (here: a pid of no process) goes too.
+  const pid_t child = fork();
+  if (child == 0) _exit(0);
+  waitpid(child, nullptr, 0);
+  put(dir.file(".out.zarr.tmp-" + std::to_string(child) + "/0/0.0.0"), "half written");
   write_volume(path, b);
   EXPECT_TRUE(same_bytes(read_volume(path), b));
   EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"out.zarr"});
@@ -465,8 +475,8 @@ TEST(ZarrIo, AtomicReplacement) {
     check_output_path(path + "/0");
     FAIL() << "no InputError";
   } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "cannot write into an array of a Zarr store (" + path + "/0): write the whole store, " + path);
+    EXPECT_EQ(std::string(e.what()), "cannot write into an array of a Zarr store (" + path +
+                                         "/0): write the whole store, " + path);
   }
 }
 
