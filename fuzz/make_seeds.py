@@ -5,9 +5,10 @@ The seeds are the shapes the test fixtures use, kept small (at most a few KB) so
 mutations stay cheap: ImageJ / OME-XML / tifffile descriptions, ImageJ, OME, tifffile,
 BigTIFF, tiled, deflate-compressed and big-endian TIFFs (written by tifffile, as the interop tests
 do), torch.save pickles (pickled here the way torch.save pickles, with persistent ids for
-the storages) and safetensors files. The prompt-file seeds are written by the prompt_file
+the storages), safetensors files and Zarr arrays (written by zarr-python with every
+compressor, with NGFF 0.4/0.3 .zattrs). The prompt-file seeds are written by the prompt_file
 fuzzer itself with the library's own writer (save_prompt), when it is built.
-Run: /usr/bin/python3 fuzz/make_seeds.py [build-fuzz]   (needs python3-tifffile and numpy)
+Run: /usr/bin/python3 fuzz/make_seeds.py [build-fuzz]   (needs python3-tifffile, numpy, python3-zarr)
 """
 import collections
 import json
@@ -155,6 +156,45 @@ st("all_dtypes", {"f64": ("F64", [1], b"\0" * 8), "f16": ("F16", [2], b"\0" * 4)
                   "u8": ("U8", [2], b"\1\2"), "bool": ("BOOL", [1], b"\1"), "empty": ("F32", [0, 3], b""),
                   "scalar": ("F32", [], b"\0" * 4)})
 st("no_metadata", {"w": ("F32", [1, 1, 2, 2], np.ones(4, np.float32).tobytes())})
+
+# --- Zarr metadata: 2 bytes .zarray length, 2 bytes .zattrs length, .zarray, .zattrs, chunk
+# 0.0.0 as stored. Stores written by zarr-python (numcodecs) with each compressor, plus
+# NGFF 0.4 3D / 5D multiscales, 0.3 axis names, and a plain array without .zattrs.
+def zarr_seed(name, arr, compressor, zattrs, separator="."):
+    import tempfile
+    import zarr
+    with tempfile.TemporaryDirectory() as d:
+        z = zarr.open_array(os.path.join(d, "0"), mode="w", shape=arr.shape, chunks=(2,) * (arr.ndim - 2) + (4, 4),
+                            dtype=arr.dtype, compressor=compressor, fill_value=0, dimension_separator=separator)
+        z[...] = arr
+        zarray = open(os.path.join(d, "0", ".zarray"), "rb").read()
+        key = separator.join(["0"] * arr.ndim)
+        chunk = open(os.path.join(d, "0", key), "rb").read()
+    za = json.dumps(zattrs).encode() if zattrs is not None else b""
+    put("zarr_metadata", name, struct.pack("<HH", len(zarray), len(za)) + zarray + za + chunk)
+
+
+def ngff(axes, scale, version="0.4"):
+    return {"multiscales": [{"version": version, "axes": axes,
+                             "datasets": [{"path": "0", "coordinateTransformations": [{"type": "scale", "scale": scale}]}]}]}
+
+
+try:
+    import numcodecs
+    space = [{"name": a, "type": "space", "unit": "micrometer"} for a in "zyx"]
+    a3 = (np.arange(5 * 6 * 7, dtype=np.uint16) * 7).reshape(5, 6, 7)
+    zarr_seed("blosc_lz4_u2", a3, numcodecs.Blosc("lz4", 5, numcodecs.Blosc.SHUFFLE), ngff(space, [0.5, 0.1, 0.1]))
+    zarr_seed("blosc_zstd_f4", a3.astype("<f4") / 3, numcodecs.Blosc("zstd", 3, numcodecs.Blosc.BITSHUFFLE),
+              ngff(space, [2.0, 0.25, 0.25]))
+    zarr_seed("zstd_u1_slash", (a3 % 251).astype(np.uint8), numcodecs.Zstd(3), ngff(space, [1, 1, 1]), "/")
+    zarr_seed("zlib_be_u2", a3.astype(">u2"), numcodecs.Zlib(1), ngff(space, [0.3, 0.1, 0.1]))
+    zarr_seed("gzip_be_f4", a3.astype(">f4"), numcodecs.GZip(1), None)
+    zarr_seed("none_u2_plain", a3, None, None)
+    axes5 = [{"name": "t", "type": "time"}, {"name": "c", "type": "channel"}] + space
+    zarr_seed("blosc_5d", a3.reshape(1, 1, 5, 6, 7), numcodecs.Blosc(), ngff(axes5, [1, 1, 0.5, 0.1, 0.1]))
+    zarr_seed("v03_names", a3, numcodecs.Zlib(1), ngff(["z", "y", "x"], [1, 1, 1], "0.3"))
+except ImportError:
+    print("zarr / numcodecs are not installed: zarr_metadata seeds not written", file=sys.stderr)
 
 # --- prompt files, from the library's writer
 fuzzer = os.path.join(sys.argv[1] if len(sys.argv) > 1 else "build-fuzz", "fuzz", "fuzz_prompt_file")

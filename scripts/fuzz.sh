@@ -24,7 +24,7 @@ while (($#)); do
     *) targets+=("$1"); shift ;;
   esac
 done
-((${#targets[@]})) || targets=(tiff_description tiff_file pickle safetensors prompt_file)
+((${#targets[@]})) || targets=(tiff_description tiff_file pickle safetensors prompt_file zarr_metadata)
 
 bash scripts/setup.sh
 # clang-14 with libFuzzer and the sanitizer runtimes (Debian 12).

@@ -7,11 +7,13 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libtorch-dev libopenblas0-openmp
   libtiff-dev libpng-dev zlib1g-dev libpugixml-dev nlohmann-json3-dev
+  libblosc-dev libzstd-dev libhdf5-dev
   libcli11-dev libfmt-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test-only: the real clients that judge the files isoprompt writes (ImageJ 1.x needs
-  # an X display even in batch mode, hence Xvfb; tifffile is napari's TIFF reader).
-  imagej xvfb xauth python3-tifffile
+  # an X display even in batch mode, hence Xvfb; tifffile is napari's TIFF reader;
+  # zarr-python with numcodecs and h5py write and judge the OME-Zarr and HDF5 files).
+  imagej xvfb xauth python3-tifffile python3-zarr python3-numcodecs python3-h5py
 )
 
 missing=()

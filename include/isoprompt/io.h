@@ -1,4 +1,6 @@
-// TIFF / OME-TIFF input and output for Volume.
+// Volume input and output: TIFF / OME-TIFF, OME-Zarr, HDF5. The format comes from the path
+// (parse_volume_path): `*.zarr` / `*.ome.zarr` (also `store.zarr/0`, an array inside) is
+// OME-Zarr (zarr.h), `file.h5:/dataset` or `file.h5` is HDF5, anything else TIFF.
 //
 //   Volume v = read_volume("stack.tif");                       // ImageJ, OME or plain TIFF
 //   ReadOptions ro; ro.channel = 1;
@@ -6,6 +8,8 @@
 //   write_volume("out.ome.tif", v);                            // flavour from the name
 //   WriteOptions wo; wo.compression = WriteOptions::Deflate;
 //   write_volume("out.tif", v, wo);
+//   Volume z = read_volume("stack.ome.zarr");                  // level 0 of an OME-Zarr image
+//   Volume h = read_volume("stack.h5:/volume/data");           // voxel size from element_size_um
 //
 // Reading: multi-page stacks of uint8, uint16 or float32 samples; classic TIFF and
 // BigTIFF; striped or tiled; any compression libtiff decodes. Voxel size comes from
@@ -24,6 +28,13 @@
 //
 // Every problem with the file (missing, not a TIFF, truncated, implausible header,
 // unsupported sample format, ...) throws InputError with one line naming the file.
+//
+// HDF5: one dataset of uint8, uint16 or float32 (chunked or contiguous, any filter the
+// HDF5 library decodes); without a dataset name the file's only 3D dataset. The voxel size
+// is the dataset's `element_size_um` attribute (z, y, x in micrometres, ilastik's and
+// IsoVEM's convention); without it the volume is uncalibrated. Output (`out.h5`, dataset
+// /data, or `out.h5:/name`) writes a new file with element_size_um; WriteOptions::Deflate
+// gives 32x256x256 chunks with shuffle and gzip.
 #pragma once
 
 #include <cstdint>
@@ -31,6 +42,7 @@
 #include <utility>
 #include <vector>
 
+#include "isoprompt/fileutil.h"
 #include "isoprompt/volume.h"
 
 namespace isoprompt {
@@ -56,10 +68,12 @@ struct ReadOptions {
 // values, line breaks are written as spaces and '=' as ':'.
 using FileNotes = std::vector<std::pair<std::string, std::string>>;
 
-// What read_volume found out about the file (for `isoprompt info`).
+// What read_volume found out about the file (for `isoprompt info`). The TIFF fields
+// describe the other containers where they apply (tiled: chunked; pages: z planes).
 struct TiffFileInfo {
   std::string path;
-  std::string flavor = "plain";  // "ImageJ", "OME" or "plain"
+  std::string container = "TIFF";  // "TIFF", "Zarr" or "HDF5"
+  std::string flavor = "plain";  // "ImageJ", "OME" or "plain"; "OME-Zarr", "Zarr"; "HDF5"
   bool bigtiff = false;
   bool big_endian = false;
   bool tiled = false;
@@ -71,10 +85,30 @@ struct TiffFileInfo {
   std::string file_unit;             // unit as written in the file ("" if none)
   int64_t nan_count = 0, inf_count = 0;  // non-finite voxels (float data)
   FileNotes notes;                       // isoprompt's provenance notes, if it wrote the file
+  // Zarr and HDF5: the array read (relative to the store) or dataset, its chunk shape
+  // (z, y, x; 0 when contiguous), the NGFF version and the multiscales levels.
+  std::string dataset;
+  Shape3 chunks;
+  std::string format_version;
+  int levels = 1;
 };
 
 // Reads a 3D stack (z, y, x). Throws InputError naming the file on any problem with it.
 Volume read_volume(const std::string& path, const ReadOptions& opts = {}, TiffFileInfo* info = nullptr);
+
+// OME-Zarr chunk compressors: blosc with lz4 or zstd (byte shuffle, level 5, zarr-python's
+// default is blosc-lz4), zstd (level 3), zlib and gzip (level 1, numcodecs' default), none.
+enum class ZarrCompressor { BloscLz4, BloscZstd, Zstd, Zlib, Gzip, None };
+// "blosc-lz4" (or "blosc"), "blosc-zstd", "zstd", "zlib" (or "deflate"), "gzip", "none";
+// throws InputError otherwise.
+ZarrCompressor parse_zarr_compressor(const std::string& s);
+const char* zarr_compressor_name(ZarrCompressor c);
+
+struct ZarrWriteOptions {
+  ZarrCompressor compressor = ZarrCompressor::BloscLz4;
+  Shape3 chunks{0, 0, 0};  // z, y, x edge of a chunk; 0: automatic (at most 32, 256, 256)
+  int levels = 1;          // multiscales levels: 1 = full resolution only; each more halves y, x
+};
 
 struct WriteOptions {
   enum Flavor { Auto, ImageJ, OME } flavor = Auto;  // Auto: OME for *.ome.tif(f), else ImageJ
@@ -85,10 +119,15 @@ struct WriteOptions {
   // classic ImageJ TIFF only (otherwise ignored).
   bool large_stack_layout = false;
   FileNotes notes;  // provenance to record in the file
+  ZarrWriteOptions zarr;  // OME-Zarr outputs only
 };
 
 // Writes atomically (temp file + rename): on failure the output path is untouched.
 void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts = {});
+
+// Throws InputError when `path` names no volume: a missing file, or for an OME-Zarr path a
+// store that is not a directory. (`file.h5:/dataset` checks file.h5.)
+void check_input_volume(const std::string& path, const std::string& what = "input file");
 
 // Helpers shared with the CLI.
 WriteOptions::Flavor parse_flavor(const std::string& s);           // "imagej", "ome"

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <vector>
 
+#include "io/formats.h"
 #include "io/layout.h"
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
@@ -258,23 +259,7 @@ NanPolicy parse_nan_policy(const std::string& s) {
   throw_input("--nan must be refuse or replace, got '{}'", s);
 }
 
-namespace {
-
-int select_index(int requested, int64_t n, const char* what, const char* flag, const std::string& path) {
-  if (requested < 0) {
-    if (n > 1)
-      throw_input("{} has {} {}s: choose one with {} (0..{})", path, n, what, flag, n - 1);
-    return 0;
-  }
-  if (requested >= n)
-    throw_input("{} {} is out of range for {}: it has {} {}{} (0..{})", flag, requested, path, n, what,
-                n == 1 ? "" : "s", n - 1);
-  return requested;
-}
-
-}  // namespace
-
-Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInfo* info_out) {
+Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileInfo* info_out) {
   check_input_file(path, "input file");
   std::error_code ec;
   const uint64_t file_size = fs::file_size(path, ec);
@@ -366,8 +351,8 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
                 "Image > Hyperstacks > Re-order Hyperstacks, channels to slices); if they are channels, choose one "
                 "with --channel (0..{})",
                 path, lay.nc, lay.nc - 1);
-  const int c = select_index(opts.channel, lay.nc, "channel", "--channel", path);
-  const int tp = select_index(opts.time, lay.nt, "time point", "--time", path);
+  const int c = io::select_index(opts.channel, lay.nc, "channel", "--channel", path);
+  const int tp = io::select_index(opts.time, lay.nt, "time point", "--time", path);
   info.channel = c;
   info.time = tp;
   if (lay.nz == 1 && !opts.allow_2d)

@@ -8,6 +8,7 @@
 #include <limits>
 #include <vector>
 
+#include "io/formats.h"
 #include "io/metadata.h"
 #include "io/tiff_handle.h"
 #include "isoprompt/error.h"
@@ -397,7 +398,7 @@ void write_compressed(const std::string& path, const std::string& temp, const Vo
 
 }  // namespace
 
-void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
+void io::write_tiff(const std::string& path, const Volume& v, const WriteOptions& opts) {
   if (v.empty()) throw_input("cannot write an empty volume to {}", path);
   if (v.nx() > 0xFFFFFFFFLL || v.ny() > 0xFFFFFFFFLL)
     throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, v.nx(), v.ny());

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <limits>
 #include <nlohmann/json.hpp>
 
@@ -236,4 +237,60 @@ TEST(CliErrors, BadOutputPathsAndFlags) {
   r = run_cli({"info", dir.file("absent.tif")});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_EQ(error_line(r.err), "input file not found: " + dir.file("absent.tif"));
+}
+
+// OME-Zarr and HDF5 through the CLI: convert writes them (compressor, pyramid), info shows
+// their format and voxel size, and predict reads and writes a store like any stack.
+TEST(CliZarr, ConvertInfoPredict) {
+  TempDir dir;
+  const std::string in = small_stack(dir), zarr = dir.file("out.ome.zarr");
+  CliResult r = run_cli({"convert", in, zarr, "--compression", "zstd", "--pyramid", "2"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "wrote " + zarr + ": 3x5x6 uint16, voxel 0.5 x 0.1 x 0.1 \xC2\xB5m, OME-Zarr 0.4, 2 levels, zstd\n");
+  r = run_cli({"info", zarr});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("format       OME-Zarr 0.4, Zarr v2, array 0 (level 0 of 2), zstd, chunks 3x5x6\n"),
+            std::string::npos)
+      << r.out;
+  EXPECT_NE(r.out.find("voxel size   0.5 x 0.1 x 0.1 \xC2\xB5m (z, y, x)\n"), std::string::npos) << r.out;
+  const Volume tif = read_volume(in), z = read_volume(zarr);
+  EXPECT_EQ(std::memcmp(tif.raw(), z.raw(), tif.size_bytes()), 0);
+  EXPECT_EQ(z.voxel_size(), tif.voxel_size());
+
+  r = run_cli({"convert", zarr, dir.file("out.h5")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_EQ(r.out, "wrote " + dir.file("out.h5") + ": 3x5x6 uint16, voxel 0.5 x 0.1 x 0.1 \xC2\xB5m, HDF5\n");
+  const Volume h5 = read_volume(dir.file("out.h5:/data"));
+  EXPECT_EQ(std::memcmp(tif.raw(), h5.raw(), tif.size_bytes()), 0);
+  EXPECT_EQ(h5.voxel_size(), tif.voxel_size());
+
+  // predict reads the store and writes one (the interpolation: no model needed).
+  r = run_cli({"predict", zarr, "-o", dir.file("iso.zarr"), "--mode", "interp"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const Volume iso = read_volume(dir.file("iso.zarr"));
+  EXPECT_EQ(iso.shape(), (Shape3{15, 5, 6}));
+  EXPECT_EQ(iso.voxel_size(), (VoxelSize{0.1, 0.1, 0.1}));
+}
+
+// Bad OME-Zarr and HDF5 usage: exit 2 and one line naming the value.
+TEST(CliZarr, Errors) {
+  TempDir dir;
+  const std::string in = small_stack(dir);
+  CliResult r = run_cli({"convert", in, dir.file("o.zarr"), "--compression", "lzw"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(error_line(r.err), "unknown Zarr compressor 'lzw' (expected blosc-lz4, blosc-zstd, zstd, zlib, gzip or none)");
+  r = run_cli({"convert", in, dir.file("o.tif"), "--pyramid", "2"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(error_line(r.err), "--pyramid and --chunks are for OME-Zarr outputs (a path ending in .zarr), not " +
+                                   dir.file("o.tif"));
+  fs::create_directories(dir.file("bad.zarr"));
+  std::ofstream(dir.file("bad.zarr/.zarray")) << R"({"zarr_format": 2, "shape": [2, 2, 2], "chunks": [1, 1, 1],
+    "dtype": "<i8", "compressor": null, "fill_value": 0})";
+  r = run_cli({"info", dir.file("bad.zarr")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(error_line(r.err), "unsupported dtype '<i8' in " + dir.file("bad.zarr/.zarray") +
+                                   " (supported: |u1, <u2, >u2, <f4, >f4)");
+  r = run_cli({"convert", dir.file("nothing.zarr"), dir.file("o.tif")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_EQ(error_line(r.err), "input file not found: " + dir.file("nothing.zarr"));
 }

@@ -61,6 +61,29 @@ std::string tifffile_missing() {
   return "";
 }
 
+namespace {
+std::string python_module_missing(const std::string& module, const std::string& package) {
+  if (!fs::exists(kPython)) return std::string(kPython) + " is missing";
+  if (std::system((std::string(kPython) + " -c 'import " + module + "' >/dev/null 2>&1").c_str()) != 0)
+    return module + " is not installed for /usr/bin/python3 (Debian package " + package + ")";
+  return "";
+}
+}  // namespace
+
+// Each answer costs a Python start: asked once per test process.
+std::string zarr_missing() {
+  static const std::string reason = [] {
+    const std::string z = python_module_missing("zarr", "python3-zarr");
+    return z.empty() ? python_module_missing("numcodecs", "python3-numcodecs") : z;
+  }();
+  return reason;
+}
+
+std::string h5py_missing() {
+  static const std::string reason = python_module_missing("h5py", "python3-h5py");
+  return reason;
+}
+
 CliResult run_imagej_macro(const std::string& macro_path, int timeout_s, const std::string& arg) {
   return run_shell("timeout -k 10 " + std::to_string(timeout_s) + " xvfb-run -a java -jar " +
                    quote(kImageJJar) + " -batch " + quote(macro_path) +

@@ -1,6 +1,7 @@
 // The real programs that judge the files isoprompt writes: ImageJ 1.x (Debian's
-// `imagej`, run in batch mode under Xvfb, since ImageJ 1.x needs a display even then) and
-// tifffile (napari's TIFF reader, Debian's python3-tifffile). scripts/setup.sh installs
+// `imagej`, run in batch mode under Xvfb, since ImageJ 1.x needs a display even then),
+// tifffile (napari's TIFF reader, Debian's python3-tifffile), zarr-python + numcodecs
+// (python3-zarr, python3-numcodecs) and h5py (python3-h5py). scripts/setup.sh installs
 // them for the tests; a run-time user needs neither.
 #pragma once
 
@@ -14,6 +15,9 @@ namespace isoprompt::test {
 // "" when the client can run, else why not (for a `SKIPPED: <reason>` line).
 std::string imagej_missing();
 std::string tifffile_missing();
+// zarr-python with numcodecs (napari's OME-Zarr reader stack) and h5py, for /usr/bin/python3.
+std::string zarr_missing();
+std::string h5py_missing();
 // Versions as the clients report them ("1.53t", "2023.2.3"), for messages and the README.
 std::string imagej_version();
 std::string tifffile_version();
@@ -23,8 +27,8 @@ std::string tifffile_version();
 // instead of hanging the suite. `arg` is the macro's getArgument().
 CliResult run_imagej_macro(const std::string& macro_path, int timeout_s,
                            const std::string& arg = "");
-// Runs a Python script with the interpreter that has tifffile (/usr/bin/python3), with a
-// timeout as above.
+// Runs a Python script with the interpreter that has tifffile, zarr and h5py
+// (/usr/bin/python3), with a timeout as above.
 CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args,
                               int timeout_s);
 

@@ -124,7 +124,7 @@ void check_recon_flags(const ReconArgs& a, const std::string& other_input) {
   if (a.batch < 0) throw_input("--batch {} must be >= 0 (0 = automatic)", a.batch);
   if (!(a.max_memory > 0) || !std::isfinite(a.max_memory))
     throw_input("--max-memory {} must be a positive number of GB", a.max_memory);
-  check_input_file(a.in, "input file");
+  check_input_volume(a.in, "input file");
   check_output_path(a.out, recon_inputs(a, other_input));
   if (!a.uncertainty.empty()) {
     std::vector<std::string> inputs = recon_inputs(a, other_input);

@@ -60,7 +60,7 @@ struct SimulateArgs {
 
 void run_simulate(const SimulateArgs& a) {
   apply_globals();
-  check_input_file(a.in);
+  check_input_volume(a.in);
   check_output_path(a.out, {a.in, a.psf_file});
   const int axis = parse_axis(a.axis);
   DegradeParams p;
@@ -111,7 +111,7 @@ struct BaselineArgs {
 
 void run_baseline(const BaselineArgs& a) {
   apply_globals();
-  check_input_file(a.in);
+  check_input_volume(a.in);
   check_output_path(a.out, {a.in});
   const Interp m = parse_interp(a.method);
   const int axis = parse_axis(a.axis);
@@ -161,9 +161,9 @@ std::string fmt_metric(double x, int prec) {
 
 void run_eval(const EvalArgs& a) {
   apply_globals();
-  check_input_file(a.gt, "ground truth");
-  check_input_file(a.pred, "prediction");
-  if (!a.mask.empty()) check_input_file(a.mask, "mask");
+  check_input_volume(a.gt, "ground truth");
+  check_input_volume(a.pred, "prediction");
+  if (!a.mask.empty()) check_input_volume(a.mask, "mask");
   EvalOptions o;
   if (a.norm == "gt-percentiles") o.norm = EvalOptions::GtPercentiles;
   else if (a.norm == "none") o.norm = EvalOptions::None;

@@ -32,7 +32,7 @@ void run_tune(TuneArgs& a) {
   apply_globals();
   TuneParams& p = a.p;
   // Validate everything before any work.
-  check_input_file(a.input);
+  check_input_volume(a.input);
   check_output_path(
       a.output, {a.input, a.backbone == "default" ? std::string() : a.backbone, a.flags.resume});
   p.factor = parse_factor(a.factor);

@@ -1,0 +1,111 @@
+// read_volume / write_volume: the format comes from the path (see parse_volume_path).
+#include "isoprompt/io.h"
+
+#include <unistd.h>
+
+#include <filesystem>
+
+#include "io/formats.h"
+#include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/log.h"
+#include "isoprompt/stats.h"
+
+namespace fs = std::filesystem;
+
+namespace isoprompt {
+
+Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInfo* info) {
+  switch (parse_volume_path(path).format) {
+    case VolumeFormat::Zarr:
+      return io::read_zarr(path, opts, info);
+    case VolumeFormat::Hdf5:
+      return io::read_hdf5(path, opts, info);
+    case VolumeFormat::Tiff:
+      break;
+  }
+  return io::read_tiff(path, opts, info);
+}
+
+void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
+  switch (parse_volume_path(path).format) {
+    case VolumeFormat::Zarr:
+      return io::write_zarr(path, v, opts);
+    case VolumeFormat::Hdf5:
+      return io::write_hdf5(path, v, opts);
+    case VolumeFormat::Tiff:
+      break;
+  }
+  io::write_tiff(path, v, opts);
+}
+
+void check_input_volume(const std::string& path, const std::string& what) {
+  const VolumePath vp = parse_volume_path(path);
+  if (vp.format != VolumeFormat::Zarr) return check_input_file(vp.file, what);
+  std::error_code ec;
+  if (!fs::exists(vp.file, ec)) throw_input("{} not found: {}", what, vp.file);
+  if (!fs::is_directory(vp.file, ec))
+    throw_input("{} is not a Zarr store (a directory): {}", what, vp.file);
+}
+
+namespace io {
+
+int select_index(int requested, int64_t n, const char* what, const char* flag,
+                 const std::string& path) {
+  if (requested < 0) {
+    if (n > 1) throw_input("{} has {} {}s: choose one with {} (0..{})", path, n, what, flag, n - 1);
+    return 0;
+  }
+  if (requested >= n)
+    throw_input("{} {} is out of range for {}: it has {} {}{} (0..{})", flag, requested, path, n,
+                what, n == 1 ? "" : "s", n - 1);
+  return requested;
+}
+
+std::string human_size(double b) {
+  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
+  int u = 0;
+  while (b >= 1024 && u < 6) {
+    b /= 1024;
+    ++u;
+  }
+  return u == 0 ? fmt::format("{:.0f} bytes", b) : fmt::format("{:.1f} {}", b, units[u]);
+}
+
+void check_fits_in_memory(double need, Shape3 shape, DType dtype, const std::string& path) {
+  const long n_phys = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
+  const double ram = n_phys > 0 && page_size > 0 ? double(n_phys) * double(page_size) : 0.0;
+  if (ram > 0 && need > ram)
+    throw_input("{} is too large for this machine: {} {} needs {} but there are {} of memory", path,
+                to_string(shape), dtype_name(dtype), human_size(need), human_size(ram));
+}
+
+void apply_nan_policy(Volume& vol, const ReadOptions& opts, const std::string& path,
+                      TiffFileInfo& info) {
+  if (vol.dtype() != DType::F32) return;
+  const NonFiniteReport nf = find_non_finite(vol);
+  info.nan_count = nf.nan_count;
+  info.inf_count = nf.inf_count;
+  if (nf.count() == 0) return;
+  if (opts.nan == NanPolicy::Refuse)
+    throw_input(
+        "{} contains {} NaN and {} Inf voxels (the first at z {}, y {}, x {}): refused, as they "
+        "would "
+        "spread through the result; pass --nan replace to replace them by the median of their "
+        "finite "
+        "neighbours",
+        path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
+  if (opts.nan == NanPolicy::Replace) {
+    replace_non_finite(vol);
+    log_warn(
+        "{}: replaced {} NaN and {} Inf voxels (the first at z {}, y {}, x {}) by the median of "
+        "their "
+        "finite 3x3x3 neighbours",
+        path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
+  } else {
+    log_warn("{} contains {} NaN and {} Inf voxels", path, nf.nan_count, nf.inf_count);
+  }
+}
+
+}  // namespace io
+}  // namespace isoprompt
