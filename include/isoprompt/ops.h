@@ -129,7 +129,11 @@ struct ClipReport {
   std::string summary() const;
 };
 /// Inverse of normalize(): x * (hi - lo) + lo, converted to `out` (integers round to
-/// nearest and saturate; the saturated voxels are counted in `report` when given).
+/// nearest and saturate; float32 saturates at +-FLT_MAX, so finite data near the float
+/// range never turn into Inf from a network's small overshoot; the saturated voxels are
+/// counted in `report` when given).
 Volume denormalize(const Volume& f32, const Normalizer& n, DType out, ClipReport* report = nullptr);
+/// denormalize() for float32 in place (the same arithmetic and saturation).
+void denormalize_inplace(Volume& f32, const Normalizer& n, ClipReport* report = nullptr);
 
 }  // namespace isoprompt

@@ -275,11 +275,7 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   // new volume with saturation counted.
   Volume out;
   if (out_dtype == DType::F32) {
-    float* d = acc.data<float>();
-    const int64_t count = acc.numel();
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < count; ++i) d[i] = static_cast<float>(double(d[i]) * range + lo);
-    rep.clip = ClipReport{0, 0, count, -INFINITY, INFINITY};
+    denormalize_inplace(acc, norm, &rep.clip);
     out = acc;
   } else {
     acc_t = at::Tensor();  // the tensor view shares the buffer: drop it with the volume

@@ -59,6 +59,24 @@ std::string ClipReport::summary() const {
                      min_value);
 }
 
+namespace {
+
+// x * range + lo as float32, saturated at +-FLT_MAX; `src` may be `dst` (element-wise).
+ClipReport denormalize_floats(const float* src, float* dst, int64_t count, double range, double lo) {
+  constexpr double fmax = double(std::numeric_limits<float>::max());
+  int64_t below = 0, above = 0;
+#pragma omp parallel for schedule(static) reduction(+ : below, above) if (count > 65536)
+  for (int64_t i = 0; i < count; ++i) {
+    const double y = double(src[i]) * range + lo;
+    if (y > fmax) dst[i] = float(fmax), ++above;
+    else if (y < -fmax) dst[i] = float(-fmax), ++below;
+    else dst[i] = static_cast<float>(y);  // NaN stays NaN (inputs are checked upstream)
+  }
+  return ClipReport{below, above, count, -fmax, fmax};
+}
+
+}  // namespace
+
 Volume denormalize(const Volume& f32, const Normalizer& n, DType out, ClipReport* report) {
   const float* src = f32.data<float>();
   Volume res(f32.shape(), out, f32.voxel_size(), f32.unit());
@@ -70,9 +88,8 @@ Volume denormalize(const Volume& f32, const Normalizer& n, DType out, ClipReport
     using T = std::remove_pointer_t<decltype(tag)>;
     T* d = res.data<T>();
     if constexpr (std::is_floating_point_v<T>) {
-#pragma omp parallel for schedule(static) if (count > 65536)
-      for (int64_t i = 0; i < count; ++i) d[i] = static_cast<float>(double(src[i]) * range + lo);
-      vmin = -INFINITY, vmax = INFINITY;
+      const ClipReport r = denormalize_floats(src, d, count, range, lo);
+      below = r.below, above = r.above, vmin = r.min_value, vmax = r.max_value;
     } else {
       constexpr double hi_v = double(std::numeric_limits<T>::max());
       vmin = 0, vmax = hi_v;
@@ -87,6 +104,12 @@ Volume denormalize(const Volume& f32, const Normalizer& n, DType out, ClipReport
   });
   if (report) *report = ClipReport{below, above, count, vmin, vmax};
   return res;
+}
+
+void denormalize_inplace(Volume& f32, const Normalizer& n, ClipReport* report) {
+  const double range = n.hi > n.lo ? n.hi - n.lo : 1.0;
+  const ClipReport r = denormalize_floats(f32.data<float>(), f32.data<float>(), f32.numel(), range, n.lo);
+  if (report) *report = r;
 }
 
 }  // namespace isoprompt

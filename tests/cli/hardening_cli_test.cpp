@@ -237,7 +237,7 @@ TEST(Hardening, CraftedModelFilesExitTwo) {
   const std::string wide = dir.file("wide.safetensors");
   write_backbone_variant(wide, [](TensorList&, std::map<std::string, std::string>& md) {
     auto j = nlohmann::json::parse(md.at("config"));
-    j["embed_dim"] = int64_t(100000000000);
+    j["embed_dim"] = int64_t(120000000000);  // divisible by every head count: only the size is wrong
     md["config"] = j.dump();
   });
   const std::string index = dir.file("index.safetensors");

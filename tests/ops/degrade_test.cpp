@@ -1,6 +1,8 @@
 // Degradation models, noise, the 2D training entry point, normalisation.
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <omp.h>
 
 #include <cmath>
@@ -243,6 +245,26 @@ TEST(Normalize, RoundTripAndClipReport) {
   EXPECT_EQ(rep.above, 2);
   EXPECT_EQ(rep.below, 1);
   EXPECT_EQ(rep.summary(), "clipped 3% of voxels (2 above 65535, 1 below 0)");
+  // float32 output saturates at the float range: finite data near +-3e38 and a network's
+  // small overshoot must not become Inf. The same in place.
+  {
+    const Normalizer wide{-3e38, 3e38};
+    Volume y({1, 1, 4}, DType::F32);
+    float* p = y.data<float>();
+    p[0] = 0.5f, p[1] = 1.2f, p[2] = -0.2f, p[3] = 0.75f;
+    const Volume z = denormalize(y, wide, DType::F32, &rep);
+    EXPECT_EQ(z.data<float>()[0], 0.0f);
+    EXPECT_EQ(z.data<float>()[1], std::numeric_limits<float>::max());
+    EXPECT_EQ(z.data<float>()[2], -std::numeric_limits<float>::max());
+    EXPECT_EQ(z.data<float>()[3], 1.5e38f);
+    EXPECT_EQ(rep.above, 1);
+    EXPECT_EQ(rep.below, 1);
+    ClipReport in_place;
+    denormalize_inplace(y, wide, &in_place);
+    for (int i = 0; i < 4; ++i) EXPECT_EQ(y.data<float>()[i], z.data<float>()[i]) << i;
+    EXPECT_EQ(in_place.above, 1);
+    EXPECT_EQ(in_place.below, 1);
+  }
   // In place.
   Volume g = v.astype(DType::F32);
   normalize_inplace(g, n);
