@@ -1,6 +1,5 @@
 // Reading TIFF stacks (ImageJ, OME-TIFF, plain) into a Volume.
 #include <tiffio.h>
-#include <unistd.h>
 
 #include <cmath>
 #include <cstdio>
@@ -66,16 +65,6 @@ std::string sample_format_name(uint16_t bps, uint16_t sf) {
     case SAMPLEFORMAT_COMPLEXIEEEFP: return fmt::format("complex float{}", bps);
     default: return fmt::format("{}-bit samples of format {}", bps, sf);
   }
-}
-
-std::string human_bytes(double b) {
-  const char* units[] = {"bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"};
-  int u = 0;
-  while (b >= 1024 && u < 6) {
-    b /= 1024;
-    ++u;
-  }
-  return u == 0 ? fmt::format("{:.0f} bytes", b) : fmt::format("{:.1f} {}", b, units[u]);
 }
 
 PageFormat page_format(TIFF* t) {
@@ -319,7 +308,7 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
   if (all_bytes > plausible_bytes)
     throw_input(
         "implausible TIFF header in {}: {}x{} pixels x {} pages of {} ({}) but the file has only {} bytes{}", path,
-        f0.width, f0.height, n_pages, dtype_name(dtype), human_bytes(all_bytes), file_size,
+        f0.width, f0.height, n_pages, dtype_name(dtype), io::human_size(all_bytes), file_size,
         f0.compression == COMPRESSION_NONE ? "" : " (compressed)");
 
   const std::string desc = read_description(t);
@@ -388,14 +377,8 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
   const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
 
   // The stack must fit in memory (allocation would otherwise end in the OOM killer).
-  {
-    const double need = page_bytes * double(lay.nz);
-    const long n_phys = sysconf(_SC_PHYS_PAGES), page_size = sysconf(_SC_PAGE_SIZE);
-    const double ram = n_phys > 0 && page_size > 0 ? double(n_phys) * double(page_size) : 0.0;
-    if (ram > 0 && need > ram)
-      throw_input("{} is too large for this machine: {}x{}x{} {} needs {} but there are {} of memory", path, lay.nz,
-                  f0.height, f0.width, dtype_name(dtype), human_bytes(need), human_bytes(ram));
-  }
+  io::check_fits_in_memory(page_bytes * double(lay.nz), Shape3{lay.nz, int64_t(f0.height), int64_t(f0.width)},
+                           dtype, path);
 
   // Page -> z for the planes we read; -1 for the others.
   std::vector<int64_t> page_z(static_cast<size_t>(n_virtual), -1);
@@ -426,7 +409,7 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
             "implausible TIFF header in {}: page {} of {} has tiles of {}x{} pixels ({}) but the "
             "file has "
             "only {} bytes",
-            path, p, n_pages, f.tile_w, f.tile_h, human_bytes(tile_bytes), file_size);
+            path, p, n_pages, f.tile_w, f.tile_h, io::human_size(tile_bytes), file_size);
     }
   }
 
