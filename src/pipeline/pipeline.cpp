@@ -1,0 +1,445 @@
+#include "isoprompt/pipeline.h"
+
+#include <cmath>
+#include <cstdlib>
+
+#include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/log.h"
+#include "isoprompt/model.h"
+#include "isoprompt/ops.h"
+#include "isoprompt/restore.h"
+#include "isoprompt/tensor.h"
+
+namespace isoprompt {
+
+namespace {
+
+std::string num(double v) {
+  return fmt::format("{:.6g}", v);
+}
+
+// The method of a tuned file.
+Method file_method(const PromptInfo& info) {
+  switch (info.mode) {
+    case TuneParams::Mode::Full:
+      return Method::Full;
+    case TuneParams::Mode::UNet:
+      return Method::UNet;
+    case TuneParams::Mode::Prompt:
+      break;
+  }
+  return Method::Prompt;
+}
+
+const char* file_method_text(Method m) {
+  return m == Method::Full ? "fully fine-tuned" : m == Method::UNet ? "U-Net" : "prompt";
+}
+
+// "zero-shot" names a prompt's or full model's start; a U-Net starts untrained.
+const char* start_name(Method m) {
+  return m == Method::UNet ? "untrained" : "zero-shot";
+}
+
+bool uses_backbone(Method m) {
+  return m != Method::Interp && m != Method::UNet;
+}
+
+// Every file the job reads: no output may be one of them.
+std::vector<std::string> job_inputs(const RestoreJob& job) {
+  return {job.input, job.backbone, job.prompt, job.tune_params.resume_from};
+}
+
+// The z factor: job.factor, or z-step / xy-pixel from the calibration (or the prompt's
+// factor for an uncalibrated stack). An uncalibrated stack gets voxel (K, 1, 1) so the
+// output voxel is (1, 1, 1).
+double resolve_factor(const RestoreJob& job, Volume& v, bool calibrated, double prompt_factor) {
+  double k = job.factor;
+  if (k == 0) {
+    if (calibrated) {
+      const VoxelSize& vs = v.voxel_size();
+      k = vs.anisotropy();
+      if (vs.y != vs.x)
+        log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
+      if (!(k >= 1))
+        throw_input(
+            "{}: z step {} is finer than the xy pixel {}: nothing to upsample (pass --factor K)",
+            job.input, num(vs.z), num(vs.x));
+      log_info("factor auto: z step {} / xy pixel {} = {}", num(vs.z), num(vs.x), num(k));
+    } else if (prompt_factor > 0) {
+      k = prompt_factor;
+      log_info("factor auto: {} is uncalibrated, using the prompt's factor {}", job.input, num(k));
+    } else {
+      throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K",
+                  job.input);
+    }
+  }
+  if (!calibrated) {
+    v.set_voxel_size({k, 1.0, 1.0});
+    log_info("{} is uncalibrated: taking its voxel as {} x 1 x 1 pixel (z, y, x)", job.input,
+             num(k));
+  }
+  if (prompt_factor > 0 && std::abs(prompt_factor - k) > 1e-9 * k)
+    log_warn("the prompt was tuned for factor {}, reconstructing with factor {}",
+             num(prompt_factor), num(k));
+  return k;
+}
+
+ReconstructParams recon_params(const RestoreJob& job, double k, Interp interp, const Volume& v) {
+  ReconstructParams p;
+  p.factor = k;
+  p.interp = interp;
+  p.fuse = job.fuse;
+  p.tile = job.tile;
+  p.overlap = job.overlap;
+  p.batch = job.batch;
+  p.max_memory_gb = job.max_memory_gb;
+  p.device = job.device;
+  p.out_dtype = job.out_dtype ? *job.out_dtype : v.dtype();
+  p.tta = job.tta;
+  return p;
+}
+
+WrittenVolume describe(const std::string& path, const Volume& v) {
+  return {path, v.shape(), v.dtype(), v.voxel_size(), v.unit()};
+}
+
+// The models a job reconstructs with (at most one of them is set).
+struct Models {
+  Backbone backbone;
+  PromptedModel prompted;
+  bool have_prompted = false;
+  UNet unet{nullptr};
+};
+
+// Reconstructs `v` with the model in `models` (none: interpolation) and writes the output
+// and the uncertainty map. `out` gets what was written.
+void reconstruct_and_write(const RestoreJob& job, const Volume& v, Method method, double k,
+                           Interp interp, Models& models, const c10::optional<Normalizer>& norm,
+                           FileNotes notes, RestoreOutcome& out) {
+  ReconstructParams p = recon_params(job, k, interp, v);
+  Volume result, umap;
+  Volume* want_map = job.uncertainty.empty() ? nullptr : &umap;
+  if (method == Method::Interp) {
+    // Only restore's fallback gets here with tta or a map (check_restore_job refuses them
+    // with --mode interp): the output is the interpolation, so there is nothing to augment
+    // and no spread to map.
+    if (job.tta) log_warn("--tta has no effect: the output is the interpolation");
+    if (want_map)
+      log_warn(
+          "--uncertainty: {} is not written: the output is the interpolation, which has no "
+          "restorations to compare",
+          job.uncertainty);
+    p.tta = false;
+    want_map = nullptr;
+    result = reconstruct(v, p, SliceRestorer(), &out.report);
+    notes.insert(notes.begin(), {"interp", interp_name(p.interp)});
+  } else if (method == Method::UNet) {
+    p.norm = norm;
+    result = reconstruct_with_model(v, p, models.unet, &out.report, want_map);
+  } else {
+    p.norm = norm;
+    result = reconstruct_with_model(v, p, models.prompted, &out.report, want_map);
+  }
+  out.method = method;
+  out.interp = p.interp;
+  out.fuse = p.fuse;
+
+  const bool tta = out.report.variants > 1;
+  WriteOptions wo;
+  wo.notes = {{"method", method_name(method)}, {"factor", num(out.report.factor)}};
+  if (tta) wo.notes.emplace_back("tta", "4 flips (none, x or y, z, both), averaged");
+  wo.notes.insert(wo.notes.end(), notes.begin(), notes.end());
+  write_volume(job.output, result, wo);
+  out.notes = wo.notes;
+  out.written = describe(job.output, result);
+  if (!want_map) return;
+  // Written after the output: the map only makes sense next to it.
+  WriteOptions uo;
+  uo.notes = {{"method", method_name(method)},
+              {"factor", num(out.report.factor)},
+              {"map", "uncertainty"},
+              {"uncertainty", uncertainty_definition(tta)},
+              {"output", job.output}};
+  write_volume(job.uncertainty, umap, uo);
+  const at::Tensor u = to_float_tensor(umap);
+  out.wrote_uncertainty = true;
+  out.uncertainty = describe(job.uncertainty, umap);
+  out.uncertainty_mean = u.mean().item<double>();
+  out.uncertainty_max = u.max().item<double>();
+}
+
+Volume read_input(const RestoreJob& job, bool* calibrated) {
+  TiffFileInfo fi;
+  Volume v = read_volume(job.input, job.read, &fi);
+  *calibrated = fi.calibrated;
+  return v;
+}
+
+// The backbone file of a job: its own, or the shipped default.
+std::string backbone_path(const RestoreJob& job) {
+  if (job.backbone.empty()) return default_backbone_path();
+  check_input_file(job.backbone, "backbone file");
+  return job.backbone;
+}
+
+void log_backbone(const Backbone& b) {
+  log_info("backbone {} ({} parameters, hash {})", b.name, b.config.parameter_count(),
+           b.hash.substr(0, 12));
+}
+
+RestoreOutcome run_predict(const RestoreJob& job) {
+  Method method = job.method;
+  if (job.prompt.empty()) {
+    if (method != Method::Interp && method != Method::ZeroShot)
+      throw_input(
+          "--mode {} needs --prompt FILE (make one with `isoprompt tune` or `isoprompt restore "
+          "--prompt-out`)",
+          method_name(method));
+  } else {
+    // The file's mode decides what to load (a U-Net needs no backbone).
+    const Method fm = file_method(read_prompt_info(job.prompt));
+    if (fm != method) {
+      if (!job.method_from_file)
+        throw_input("{} holds a {} model, not --mode {}: pass --mode {}", job.prompt,
+                    file_method_text(fm), method_name(method), method_name(fm));
+      method = fm;
+    }
+  }
+  RestoreOutcome out;
+  Models models;
+  if (method == Method::UNet) {
+    if (!job.backbone.empty())
+      throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+    LoadedPrompt lp = load_unet(job.prompt, job.device);
+    models.unet = lp.unet;
+    out.info = lp.info;
+    out.have_info = true;
+  } else if (method != Method::Interp) {
+    models.backbone = load_backbone(backbone_path(job), job.device);
+    log_backbone(models.backbone);
+    if (method == Method::ZeroShot) {
+      models.prompted = PromptedModel(models.backbone, PromptConfig{}, false);
+    } else {
+      LoadedPrompt lp = load_prompt(job.prompt, models.backbone);
+      models.prompted = lp.model;
+      out.info = lp.info;
+      out.have_info = true;
+    }
+  }
+  if (out.have_info)
+    log_info("{} {}: tuned {} steps, validation PSNR {} dB ({} {}, {} {})", method_name(method),
+             job.prompt, out.info.steps, num(out.info.val_psnr), start_name(method),
+             num(out.info.zero_shot_psnr), interp_name(out.info.interp), num(out.info.interp_psnr));
+
+  bool calibrated = false;
+  Volume v = read_input(job, &calibrated);
+  const double k = resolve_factor(job, v, calibrated, out.have_info ? out.info.factor : 0.0);
+  const Backbone* bb = uses_backbone(method) ? &models.backbone : nullptr;
+  Interp interp = job.interp ? *job.interp : resolve_interp("auto", bb);
+  if (out.have_info) {
+    if (!job.interp)
+      interp = out.info.interp;  // the interpolation the prompt was trained with
+    else if (*job.interp != out.info.interp)
+      log_warn("the prompt was trained with {} interpolation, reconstructing with {}",
+               interp_name(out.info.interp), interp_name(*job.interp));
+  }
+  c10::optional<Normalizer> norm;
+  // This volume's own percentiles, at the levels the prompt was tuned with.
+  if (out.have_info)
+    norm = percentile_normalizer(v, out.info.pmin, out.info.pmax);
+  else if (method == Method::ZeroShot)
+    norm = percentile_normalizer(v, job.tune_params.pmin, job.tune_params.pmax);
+  reconstruct_and_write(job, v, method, k, interp, models, norm, {}, out);
+  return out;
+}
+
+RestoreOutcome run_restore(const RestoreJob& job) {
+  const Method method = job.method;
+  if (!job.prompt.empty()) throw_input("--prompt is for predict; restore tunes its own");
+  if (!job.prompt_out.empty() && (method == Method::Interp || method == Method::ZeroShot))
+    throw_input("--prompt-out needs --mode prompt, full or unet (nothing is tuned with --mode {})",
+                method_name(method));
+  if (method == Method::UNet && !job.backbone.empty())
+    throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+  if (!job.tune_params.resume_from.empty() && method != Method::Prompt && method != Method::Full &&
+      method != Method::UNet)
+    throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})",
+                method_name(method));
+  if (!job.tune_params.resume_from.empty() && method == Method::UNet)
+    throw_input("--resume is only supported with --mode prompt");
+
+  RestoreOutcome out;
+  Models models;
+  if (uses_backbone(method)) {
+    models.backbone = load_backbone(backbone_path(job), job.device);
+    log_backbone(models.backbone);
+  }
+  bool calibrated = false;
+  Volume v = read_input(job, &calibrated);
+  const double k = resolve_factor(job, v, calibrated, 0.0);
+  const Interp interp =
+      job.interp ? *job.interp
+                 : resolve_interp("auto", uses_backbone(method) ? &models.backbone : nullptr);
+  const TuneParams& base = job.tune_params;
+  if (method == Method::Interp) {
+    reconstruct_and_write(job, v, method, k, interp, models, c10::nullopt, {}, out);
+    return out;
+  }
+  if (method == Method::ZeroShot) {
+    models.prompted = PromptedModel(models.backbone, PromptConfig{}, false);
+    reconstruct_and_write(job, v, method, k, interp, models,
+                          percentile_normalizer(v, base.pmin, base.pmax), {}, out);
+    return out;
+  }
+
+  TuneParams tp = base;
+  tp.mode = method == Method::Full   ? TuneParams::Mode::Full
+            : method == Method::UNet ? TuneParams::Mode::UNet
+                                     : TuneParams::Mode::Prompt;
+  tp.factor = k;
+  tp.interp = interp;
+  tp.device = job.device;
+  TuneResult r = method == Method::UNet ? tune(v, tp) : tune(v, models.backbone, tp);
+  out.tuned = true;
+  out.have_info = true;
+  out.info = r.info;
+  out.val_history = r.val_history;
+  out.loss_history = r.loss_history;
+  // An interrupted run never replaces a prompt file with an untrained one.
+  const bool save = !job.prompt_out.empty() && (!r.cancelled || r.evaluated);
+  if (save) {
+    save_prompt(job.prompt_out, r);
+    out.saved_prompt = true;
+    log_info("saved the {} to {}",
+             method == Method::Full   ? "fully fine-tuned model"
+             : method == Method::UNet ? "U-Net"
+                                      : "prompt",
+             job.prompt_out);
+  }
+  if (r.cancelled) {
+    if (save)
+      log_warn("interrupted during tuning: kept the best state so far in {}", job.prompt_out);
+    else if (!job.prompt_out.empty())
+      log_warn("interrupted before the first validation: {} was not written", job.prompt_out);
+    throw Cancelled();
+  }
+  log_info("tuned: validation PSNR {} dB ({} {}, {} {}) at step {}", num(r.info.val_psnr),
+           start_name(method), num(r.info.zero_shot_psnr), interp_name(r.info.interp),
+           num(r.info.interp_psnr), r.info.best_step);
+  // The held-out scores go into the output file, so the result says how it was judged.
+  FileNotes scores = {{"validation_psnr_db", num(r.info.val_psnr)},
+                      {method == Method::UNet ? "untrained_psnr_db" : "zero_shot_psnr_db",
+                       num(r.info.zero_shot_psnr)},
+                      {"interp_psnr_db", fmt::format("{} ({})", num(r.info.interp_psnr),
+                                                     interp_name(r.info.interp))}};
+  if (!model_beats_interpolation(r.info)) {
+    // Never worse than interpolation without saying so: the stack's own held-out pairs are
+    // the only evidence there is without ground truth.
+    log_warn(
+        "the tuned model is not better than {} interpolation on this stack's held-out pairs ({} dB "
+        "vs {} dB){}",
+        interp_name(r.info.interp), num(r.info.val_psnr), num(r.info.interp_psnr),
+        job.fallback_to_interp
+            ? ": writing the interpolation instead (--fallback none keeps the model)"
+            : ": writing the model's result anyway (--fallback none)");
+    if (job.fallback_to_interp) {
+      scores.emplace_back("fallback", fmt::format("the tuned {} model was not better than the "
+                                                  "interpolation on held-out pairs",
+                                                  method_name(method)));
+      out.fell_back = true;
+      reconstruct_and_write(job, v, Method::Interp, k, r.info.interp, models, c10::nullopt,
+                            std::move(scores), out);
+      return out;
+    }
+    scores.emplace_back("warning", "not better than interpolation on held-out pairs");
+  }
+  if (method == Method::UNet)
+    models.unet = r.unet;
+  else
+    models.prompted = r.model;
+  reconstruct_and_write(job, v, method, k, interp, models, r.info.norm, std::move(scores), out);
+  return out;
+}
+
+}  // namespace
+
+const char* method_name(Method m) {
+  switch (m) {
+    case Method::Prompt:
+      return "prompt";
+    case Method::ZeroShot:
+      return "zero-shot";
+    case Method::Full:
+      return "full";
+    case Method::UNet:
+      return "unet";
+    case Method::Interp:
+      return "interp";
+  }
+  return "?";
+}
+
+Method parse_method(const std::string& s) {
+  for (Method m : {Method::Prompt, Method::ZeroShot, Method::Full, Method::UNet, Method::Interp})
+    if (s == method_name(m)) return m;
+  throw_input("unknown --mode '{}': expected prompt, zero-shot, full, unet or interp", s);
+}
+
+std::string default_backbone_path() {
+  const std::string name = "isoprompt-default.safetensors";
+  std::string looked;
+  if (const char* env = std::getenv("ISOPROMPT_MODELS"); env && *env) {
+    const std::string p = std::string(env) + "/" + name;
+    if (file_exists(p)) return p;
+    looked = p + " ($ISOPROMPT_MODELS), ";
+  }
+  const std::string p = std::string(ISO_SOURCE_DIR) + "/models/" + name;
+  if (file_exists(p)) return p;
+  throw_input("default backbone not found (looked for {}{}); pass --backbone FILE", looked, p);
+}
+
+std::string uncertainty_definition(bool tta) {
+  return tta ? "standard deviation of the 8 restorations of each voxel (XZ and YZ, each as it is "
+               "and flipped along x or y, z, both), output intensity units"
+             : "standard deviation of the 2 restorations of each voxel (XZ and YZ), output "
+               "intensity units";
+}
+
+void check_restore_job(const RestoreJob& job) {
+  if (job.method == Method::Interp) {
+    // Both are statements about a network's restorations; interpolation has none, and a
+    // map of zeros would claim a certainty nobody measured.
+    if (job.tta) throw_input("--tta needs a network: --mode interp has no restorations to average");
+    if (!job.uncertainty.empty())
+      throw_input(
+          "--uncertainty needs a network: the map is the spread of the network's XZ and YZ "
+          "restorations, and --mode interp has none");
+  }
+  if (!(job.factor == 0 || (job.factor >= 1 && job.factor <= 1000)))
+    throw_input("--factor must be 'auto' or a number in 1..1000, got {}", job.factor);
+  if (job.tile != 0 && job.tile < 16)
+    throw_input("--tile {} is too small: use 0 (automatic) or at least 16", job.tile);
+  if (job.overlap < -1) throw_input("--overlap {} must be >= 0 (or -1 for automatic)", job.overlap);
+  if (job.batch < 0) throw_input("--batch {} must be >= 0 (0 = automatic)", job.batch);
+  if (!(job.max_memory_gb > 0) || !std::isfinite(job.max_memory_gb))
+    throw_input("--max-memory {} must be a positive number of GB", job.max_memory_gb);
+  check_input_volume(job.input, "input file");
+  if (!job.prompt.empty()) check_input_file(job.prompt, "prompt file");
+  const std::vector<std::string> inputs = job_inputs(job);
+  check_output_path(job.output, inputs);
+  std::vector<std::string> taken = inputs;
+  taken.push_back(job.output);
+  if (!job.uncertainty.empty()) {
+    check_output_path(job.uncertainty, taken);
+    taken.push_back(job.uncertainty);
+  }
+  if (!job.prompt_out.empty()) check_output_path(job.prompt_out, taken);
+}
+
+RestoreOutcome run_restore_job(const RestoreJob& job) {
+  check_restore_job(job);
+  return job.tune ? run_restore(job) : run_predict(job);
+}
+
+}  // namespace isoprompt
