@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "isoprompt/bank.h"
 #include "isoprompt/infer.h"
 #include "isoprompt/io.h"
 #include "isoprompt/train.h"
@@ -53,6 +54,11 @@ struct RestoreJob {
   // held-out pairs (false: write the model's result, with a warning in the file).
   bool fallback_to_interp = true;
   TuneParams tune_params;  // restore: factor, interp and device are set from the fields here
+  // restore, --mode prompt: a prompt bank (bank.h). The best fitting prompt on the stack's
+  // held-out pairs is the warm start (with 0 steps: the result); none fitting: a cold start.
+  std::string bank;
+  bool bank_add = false;  // also add the tuned prompt to `bank` (when it beat interpolation)
+  std::string bank_name, bank_tag;  // its entry name (default: the input's stem) and tag
   c10::Device device = c10::Device(c10::kCPU);
 };
 
@@ -80,7 +86,10 @@ struct RestoreOutcome {
   bool wrote_uncertainty = false;
   WrittenVolume uncertainty;
   double uncertainty_mean = 0, uncertainty_max = 0;
-  FileNotes notes;  // the provenance written into the output
+  FileNotes notes;         // the provenance written into the output
+  bool used_bank = false;  // job.bank was scored: `bank_choice` holds the ranking
+  BankChoice bank_choice;
+  std::string banked_as;  // the entry name job.bank_add created ("" when none)
 };
 
 // Validates everything that needs no reading (flags, ranges, output paths against every

@@ -1,7 +1,11 @@
 #include "isoprompt/pipeline.h"
 
+#include <unistd.h>
+
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
@@ -254,6 +258,50 @@ RestoreOutcome run_predict(const RestoreJob& job) {
   return out;
 }
 
+void log_bank_choice(const std::string& dir, const BankChoice& c) {
+  log_info(
+      "bank {}: {} prompt{} scored on this stack's held-out pairs (zero-shot {} dB, "
+      "interpolation {} dB)",
+      dir, c.ranking.size(), c.ranking.size() == 1 ? "" : "s", num(c.zero_shot_psnr),
+      num(c.interp_psnr));
+  for (size_t i = 0; i < c.ranking.size(); ++i)
+    log_info("  {}. {}  {} dB ({:+.2f} vs zero-shot)", i + 1, c.ranking[i].name,
+             num(c.ranking[i].val_psnr), c.ranking[i].val_psnr - c.zero_shot_psnr);
+  for (const std::string& s : c.skipped) log_info("  skipped {}", s);
+  if (c.best >= 0)
+    log_info("bank: starting from '{}'", c.ranking.front().name);
+  else
+    log_info("bank: no prompt beats the backbone alone on this stack: starting from zero");
+}
+
+// Adds a tuned prompt to job.bank; returns its entry name.
+std::string add_to_bank(const RestoreJob& job, const Volume& v, const TuneResult& r) {
+  BankEntry what;
+  what.name = job.bank_name;
+  if (what.name.empty()) {
+    // The input's stem (last path component, every extension removed), made unique.
+    std::string stem = parse_volume_path(job.input).file;
+    while (!stem.empty() && stem.back() == '/') stem.pop_back();
+    stem = stem.substr(stem.find_last_of('/') + 1);
+    what.name = unique_bank_name(open_bank(job.bank, false), stem.substr(0, stem.find('.')));
+  }
+  what.tag = job.bank_tag;
+  what.source = job.input;
+  what.voxel = v.voxel_size();
+  what.unit = v.unit();
+  // save_prompt writes atomically; the bank copies the file in, then indexes it.
+  const std::string tmp = fmt::format("{}/.incoming-{}.prompt.safetensors", job.bank, getpid());
+  std::filesystem::create_directories(job.bank);
+  struct Remove {
+    std::string path;
+    ~Remove() { std::remove(path.c_str()); }
+  } cleanup{tmp};
+  save_prompt(tmp, r);
+  const BankEntry e = bank_add(job.bank, tmp, what);
+  log_info("added the prompt to bank {} as '{}'", job.bank, e.name);
+  return e.name;
+}
+
 RestoreOutcome run_restore(const RestoreJob& job) {
   const Method method = job.method;
   if (!job.prompt.empty()) throw_input("--prompt is for predict; restore tunes its own");
@@ -268,6 +316,11 @@ RestoreOutcome run_restore(const RestoreJob& job) {
                 method_name(method));
   if (!job.tune_params.resume_from.empty() && method == Method::UNet)
     throw_input("--resume is only supported with --mode prompt");
+  if ((!job.bank.empty() || job.bank_add) && method != Method::Prompt)
+    throw_input("--bank needs --mode prompt (a bank holds prompts for the frozen backbone)");
+  if (job.bank_add && job.bank.empty()) throw_input("--bank-add needs --bank DIR");
+  if (!job.bank.empty() && !job.tune_params.resume_from.empty())
+    throw_input("--bank and --resume both choose the starting prompt: pass one of them");
 
   RestoreOutcome out;
   Models models;
@@ -300,6 +353,21 @@ RestoreOutcome run_restore(const RestoreJob& job) {
   tp.factor = k;
   tp.interp = interp;
   tp.device = job.device;
+  if (!job.bank.empty()) {
+    // An empty or missing bank is fine when this run is to start it.
+    const PromptBank bank = open_bank(job.bank, !job.bank_add);
+    // A name the user chose must be free before the tuning time is spent.
+    if (job.bank_add && !job.bank_name.empty() &&
+        unique_bank_name(bank, job.bank_name) != job.bank_name)
+      throw_input(
+          "bank {} already has an entry '{}' (remove it first, or pick another "
+          "--bank-name)",
+          job.bank, job.bank_name);
+    out.used_bank = true;
+    out.bank_choice = choose_prompt(bank, v, models.backbone, tp);
+    log_bank_choice(job.bank, out.bank_choice);
+    if (out.bank_choice.best >= 0) tp.resume_from = out.bank_choice.path;
+  }
   TuneResult r = method == Method::UNet ? tune(v, tp) : tune(v, models.backbone, tp);
   out.tuned = true;
   out.have_info = true;
@@ -333,6 +401,9 @@ RestoreOutcome run_restore(const RestoreJob& job) {
                        num(r.info.zero_shot_psnr)},
                       {"interp_psnr_db", fmt::format("{} ({})", num(r.info.interp_psnr),
                                                      interp_name(r.info.interp))}};
+  if (out.used_bank && out.bank_choice.best >= 0)
+    scores.emplace_back("bank_start",
+                        fmt::format("{} ({})", out.bank_choice.ranking.front().name, job.bank));
   if (!model_beats_interpolation(r.info)) {
     // Never worse than interpolation without saying so: the stack's own held-out pairs are
     // the only evidence there is without ground truth.
@@ -343,6 +414,9 @@ RestoreOutcome run_restore(const RestoreJob& job) {
         job.fallback_to_interp
             ? ": writing the interpolation instead (--fallback none keeps the model)"
             : ": writing the model's result anyway (--fallback none)");
+    if (job.bank_add)
+      log_warn("--bank-add: the prompt is not added to {}: it did not beat the interpolation",
+               job.bank);
     if (job.fallback_to_interp) {
       scores.emplace_back("fallback", fmt::format("the tuned {} model was not better than the "
                                                   "interpolation on held-out pairs",
@@ -359,6 +433,8 @@ RestoreOutcome run_restore(const RestoreJob& job) {
   else
     models.prompted = r.model;
   reconstruct_and_write(job, v, method, k, interp, models, r.info.norm, std::move(scores), out);
+  // After the output: the result the user asked for comes first.
+  if (job.bank_add) out.banked_as = add_to_bank(job, v, r);
   return out;
 }
 

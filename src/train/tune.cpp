@@ -6,6 +6,7 @@
 #include <functional>
 #include <map>
 
+#include "isoprompt/bank.h"
 #include "isoprompt/error.h"
 #include "isoprompt/log.h"
 #include "isoprompt/progress.h"
@@ -271,6 +272,35 @@ double cosine_decay(double min_ratio, double progress) {
 double tune_lr(const TuneParams& p, double progress) {
   const double lr = p.lr > 0 ? p.lr : default_tune_lr(p.mode);
   return lr * cosine_decay(p.min_lr_ratio, progress);
+}
+
+std::vector<double> score_prompts_on_validation(const Volume& vol, Backbone& backbone,
+                                                const TuneParams& params,
+                                                const std::vector<std::string>& prompt_files,
+                                                double* zero_shot_psnr, double* interp_psnr) {
+  check_params(params);
+  if (!backbone.net) throw_error("scoring prompts needs a loaded backbone");
+  const double factor = resolve_factor(vol, params.factor);
+  // The same sampler and seed as tune(): the same held-out planes, crops and degradation.
+  const PairSampler sampler(vol, pair_options(params, factor));
+  PairBatch val = sampler.validation(params.val_crops, sampler.max_crop(), params.seed);
+  const auto ps = backbone.net->parameters();
+  const torch::Device dev = ps.empty() ? torch::Device(torch::kCPU) : ps.front().device();
+  val.input = val.input.to(dev);
+  val.target = val.target.to(dev);
+  backbone.net->eval();
+  if (interp_psnr) *interp_psnr = checked_psnr(psnr_db(val.input, val.target), "interpolation");
+  if (zero_shot_psnr)
+    *zero_shot_psnr = validation_psnr(
+        val, params.batch, [&](const at::Tensor& x) { return backbone.net->forward(x); },
+        "zero-shot");
+  std::vector<double> scores;
+  for (const std::string& file : prompt_files) {
+    LoadedPrompt lp = load_prompt(file, backbone);
+    scores.push_back(validation_psnr(
+        val, params.batch, [&](const at::Tensor& x) { return lp.model.forward(x); }, "banked"));
+  }
+  return scores;
 }
 
 TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params) {

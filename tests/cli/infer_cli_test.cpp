@@ -363,3 +363,63 @@ TEST(PredictCli, TtaAndUncertaintyFlagErrors) {
     EXPECT_FALSE(file_exists(u));
   }
 }
+
+TEST(BankCli, AddListRemoveRestoreAndErrors) {
+  TempDir d;
+  const std::string bb = tiny_backbone(d, "tiny.safetensors", 5);
+  write_volume(d.file("in.tif"), smooth_volume({8, 40, 40}, {2.0, 0.5, 0.5}, 6));
+  auto r = run_cli({"restore", d.file("in.tif"), "-o", d.file("r.tif"), "--backbone", bb,
+                    "--prompt-out", d.file("p.safetensors"), "--steps", "2", "--train-batch", "2",
+                    "--crop", "32", "--fallback", "none"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  const std::string bank = d.file("bank");
+  r = run_cli({"bank", "add", bank, d.file("p.safetensors"), "--tag", "blobs", "--voxel", "2,0.5,0.5"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("as 'p' (factor 4"), std::string::npos) << r.out;
+  r = run_cli({"bank", "list", bank});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("1 prompt\n"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("blobs"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("(2,0.5,0.5 "), std::string::npos) << r.out;
+
+  r = run_cli({"bank", "add", bank, d.file("p.safetensors")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("already has an entry 'p'"), std::string::npos) << r.err;
+  r = run_cli({"bank", "list", d.file("nothere")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is not a prompt bank"), std::string::npos) << r.err;
+
+  const std::vector<std::string> restore = {"restore", d.file("in.tif"), "-o", d.file("x.tif"),
+                                            "--backbone", bb, "--crop", "32", "--train-batch", "2"};
+  auto with = [&](std::vector<std::string> extra) {
+    std::vector<std::string> args = restore;
+    args.insert(args.end(), extra.begin(), extra.end());
+    return run_cli(args);
+  };
+  r = with({"--bank", d.file("nothere")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("is not a prompt bank"), std::string::npos) << r.err;
+  r = with({"--bank", bank, "--mode", "full"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--bank needs --mode prompt"), std::string::npos) << r.err;
+  r = with({"--bank-add"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--bank-add needs --bank DIR"), std::string::npos) << r.err;
+  r = with({"--bank", bank, "--resume", d.file("p.safetensors")});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("--bank and --resume both choose the starting prompt"), std::string::npos)
+      << r.err;
+  EXPECT_FALSE(file_exists(d.file("x.tif")));
+  // Scored and ranked; with --steps 0 and nothing better than the backbone alone (two steps
+  // of a random backbone), it says so and starts from zero.
+  r = with({"--bank", bank, "--steps", "0", "--fallback", "none"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("1 prompt scored on this stack's held-out pairs"), std::string::npos) << r.err;
+  EXPECT_NE(r.err.find("  1. p  "), std::string::npos) << r.err;
+
+  r = run_cli({"bank", "remove", bank, "p"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  r = run_cli({"bank", "remove", bank, "p"});
+  EXPECT_EQ(r.exit_code, 2);
+  EXPECT_NE(r.err.find("has no entry 'p'"), std::string::npos) << r.err;
+}

@@ -1,12 +1,17 @@
 // The prompted model, training pairs, tune() and prompt files, on tiny backbones built here.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include <torch/torch.h>
 
+#include "isoprompt/bank.h"
 #include "isoprompt/error.h"
+#include "isoprompt/fileutil.h"
+#include "isoprompt/io.h"
+#include "isoprompt/pipeline.h"
 #include "isoprompt/log.h"
 #include "isoprompt/runtime.h"
 #include "isoprompt/train.h"
@@ -489,4 +494,201 @@ TEST(Tune, LearningRateFollowsAHalfCosineToItsFloor) {
   } catch (const InputError& e) {
     EXPECT_STREQ(e.what(), "--min-lr-ratio must be in (0, 1], got 0");
   }
+}
+
+// ---- Prompt bank ----------------------------------------------------------------------
+
+namespace {
+
+// A stack of the synthetic volume's content sampled at z-step K (voxel K x 1 x 1).
+Volume stack_with_factor(double k, uint64_t seed) {
+  Volume v = synthetic_volume(24, 64, 64, seed);
+  v.set_voxel_size({k, 1.0, 1.0});
+  return v;
+}
+
+// As Tune.RaisesValidationPsnrAboveZeroShotOnASyntheticVolume: settings under which the
+// passthrough backbone's prompt learns a real correction.
+TuneParams bank_params(int64_t steps) {
+  TuneParams p = small_params(steps);
+  p.seed = 5;
+  p.eval_every = 25;
+  p.lr = 1e-2;
+  return p;
+}
+
+// A prompt tuned on `v` (its factor from the voxel size), saved to `path`.
+PromptInfo tune_and_save(const Volume& v, Backbone& bb, int64_t steps, const std::string& path,
+                         bool reverse_correction = false) {
+  TuneResult r = tune(v, bb, bank_params(steps));
+  if (reverse_correction) {
+    // The same prompt with its learnt correction subtracted instead of added: worse than
+    // the backbone alone wherever the correction helped.
+    torch::NoGradGuard g;
+    r.model.tail_module()->gain.neg_();
+  }
+  save_prompt(path, r.model, r.info);
+  return r.info;
+}
+
+}  // namespace
+
+// Two stacks of different degradation (K = 4 and K = 2), a prompt tuned on each: scored on
+// each stack's own held-out pairs, each stack's own prompt ranks first; a bank holding only
+// a harmful prompt (a correction reversed) has nothing that fits; a prompt for another
+// backbone is skipped, not loaded.
+TEST(Bank, ChoosesEachStacksOwnPromptAndSaysNoneWhenNothingFits) {
+  Backbone bb = passthrough_backbone(7);
+  test::TempDir d;
+  const Volume a = stack_with_factor(4, 11), b = stack_with_factor(2, 22);
+  const PromptInfo ia = tune_and_save(a, bb, 150, d.file("pa.prompt.safetensors"));
+  const PromptInfo ib = tune_and_save(b, bb, 150, d.file("pb.prompt.safetensors"));
+  ASSERT_GT(ia.val_psnr, ia.zero_shot_psnr + 0.02);  // both prompts learnt something
+  ASSERT_GT(ib.val_psnr, ib.zero_shot_psnr + 0.02);
+  BankEntry ea, eb;
+  ea.name = "k4";
+  eb.name = "k2";
+  bank_add(d.file("bank"), d.file("pa.prompt.safetensors"), ea);
+  bank_add(d.file("bank"), d.file("pb.prompt.safetensors"), eb);
+  const PromptBank bank = open_bank(d.file("bank"));
+
+  const TuneParams p = bank_params(0);  // the factor from each stack's voxel size
+  const BankChoice ca = choose_prompt(bank, a, bb, p);
+  ASSERT_EQ(ca.ranking.size(), 2u);
+  EXPECT_EQ(ca.ranking[0].name, "k4");
+  EXPECT_EQ(ca.best, 0);
+  EXPECT_EQ(ca.path, bank.path(bank.entries[0]));
+  // The very pairs tune() validated on: the same zero-shot and the prompt's own score.
+  EXPECT_DOUBLE_EQ(ca.zero_shot_psnr, ia.zero_shot_psnr);
+  EXPECT_DOUBLE_EQ(ca.interp_psnr, ia.interp_psnr);
+  EXPECT_NEAR(ca.ranking[0].val_psnr, ia.val_psnr, 1e-9);
+  const BankChoice cb = choose_prompt(bank, b, bb, p);
+  EXPECT_EQ(cb.ranking[0].name, "k2");
+  EXPECT_EQ(cb.best, 1);
+  EXPECT_GT(cb.ranking[0].val_psnr, cb.ranking[1].val_psnr);
+
+  // Nothing fits: the only prompt makes stack a worse than the backbone alone.
+  tune_and_save(a, bb, 150, d.file("rev.prompt.safetensors"), true);
+  bank_add(d.file("bad"), d.file("rev.prompt.safetensors"), {});
+  const BankChoice cn = choose_prompt(open_bank(d.file("bad")), a, bb, p);
+  ASSERT_EQ(cn.ranking.size(), 1u);
+  EXPECT_LT(cn.ranking[0].val_psnr, cn.zero_shot_psnr);
+  EXPECT_EQ(cn.best, -1);
+  EXPECT_TRUE(cn.path.empty());
+
+  // Another backbone: skipped with the reason, nothing scored.
+  Backbone other = tiny_backbone(5);
+  const BankChoice co = choose_prompt(bank, a, other, p);
+  EXPECT_TRUE(co.ranking.empty());
+  EXPECT_EQ(co.best, -1);
+  ASSERT_EQ(co.skipped.size(), 2u);
+  EXPECT_EQ(co.skipped[0].rfind("k4: tuned for backbone tiny7 (", 0), 0u) << co.skipped[0];
+}
+
+TEST(Bank, AddListRemoveAndRefusals) {
+  Backbone bb = tiny_backbone(4);
+  test::TempDir d;
+  const Volume v = synthetic_volume(10, 40, 40, 2);
+  tune_and_save(v, bb, 2, d.file("stack_a.prompt.safetensors"));
+  const std::string dir = d.file("bank");
+  EXPECT_THROW(open_bank(dir), InputError);       // not a bank yet
+  EXPECT_TRUE(open_bank(dir, false).entries.empty());
+  BankEntry what;
+  what.tag = "em";
+  what.source = "stack_a.tif";
+  what.voxel = {4.0, 1.0, 1.0};
+  what.unit = "micron";
+  const BankEntry e = bank_add(dir, d.file("stack_a.prompt.safetensors"), what);
+  EXPECT_EQ(e.name, "stack_a");  // the file's stem
+  PromptBank bank = open_bank(dir);
+  ASSERT_EQ(bank.entries.size(), 1u);
+  const BankEntry& r = bank.entries[0];
+  EXPECT_EQ(r.name, "stack_a");
+  EXPECT_EQ(r.tag, "em");
+  EXPECT_EQ(r.source, "stack_a.tif");
+  EXPECT_EQ(r.voxel.z, 4.0);
+  EXPECT_EQ(r.unit, "micron");
+  EXPECT_FALSE(r.added.empty());
+  EXPECT_EQ(r.info.backbone_hash, bb.hash);
+  EXPECT_EQ(r.info.to_metadata(), read_prompt_info(d.file("stack_a.prompt.safetensors")).to_metadata());
+  // The copy loads like the original.
+  EXPECT_NO_THROW(load_prompt(bank.path(r), bb));
+
+  // A name that is taken, and names that cannot be file names.
+  EXPECT_THROW(bank_add(dir, d.file("stack_a.prompt.safetensors"), {}), InputError);
+  EXPECT_EQ(unique_bank_name(bank, "stack_a"), "stack_a-2");
+  EXPECT_EQ(unique_bank_name(bank, "my stack/1"), "my_stack_1");
+  EXPECT_EQ(unique_bank_name(bank, ".hidden"), "prompt.hidden");
+  BankEntry bad;
+  bad.name = "../escape";
+  EXPECT_THROW(bank_add(dir, d.file("stack_a.prompt.safetensors"), bad), InputError);
+
+  // Whole models are not banked.
+  TuneParams fp = small_params(1);
+  fp.mode = TuneParams::Mode::Full;
+  save_prompt(d.file("full.safetensors"), tune(v, bb, fp));
+  try {
+    bank_add(dir, d.file("full.safetensors"), {});
+    FAIL() << "expected InputError";
+  } catch (const InputError& ex) {
+    EXPECT_NE(std::string(ex.what()).find("holds a full model, not a prompt"), std::string::npos)
+        << ex.what();
+  }
+
+  // Remove: an unknown name removes nothing; a known one takes its file along.
+  EXPECT_THROW(bank_remove(dir, {"stack_a", "nope"}), InputError);
+  EXPECT_EQ(open_bank(dir).entries.size(), 1u);
+  const std::string file = bank.path(r);
+  bank_remove(dir, {"stack_a"});
+  EXPECT_TRUE(open_bank(dir).entries.empty());
+  EXPECT_FALSE(file_exists(file));
+}
+
+// restore --bank DIR --bank-add on a stack adds its prompt with the stack's voxel size; a
+// second restore of the stack with --steps 0 chooses that prompt and its result is the
+// prompt's own score, and the output file names the bank start.
+TEST(Bank, RestoreAddsItsPromptAndStartsFromItNextTime) {
+  Backbone bb = passthrough_backbone(7);
+  test::TempDir d;
+  save_backbone(d.file("pt.safetensors"), bb.net, {{"input_interp", "keys"}});
+  write_volume(d.file("a.tif"), stack_with_factor(3, 21));
+  RestoreJob job;
+  job.input = d.file("a.tif");
+  job.output = d.file("a_iso.tif");
+  job.backbone = d.file("pt.safetensors");
+  job.tune_params = bank_params(150);
+  job.bank = d.file("bank");
+  job.bank_add = true;
+  job.bank_tag = "synthetic";
+  const RestoreOutcome first = run_restore_job(job);
+  ASSERT_FALSE(first.fell_back);
+  EXPECT_TRUE(first.used_bank);
+  EXPECT_TRUE(first.bank_choice.ranking.empty());  // the bank was empty
+  EXPECT_EQ(first.banked_as, "a");
+  const PromptBank bank = open_bank(job.bank);
+  ASSERT_EQ(bank.entries.size(), 1u);
+  EXPECT_EQ(bank.entries[0].tag, "synthetic");
+  EXPECT_EQ(bank.entries[0].source, job.input);
+  EXPECT_EQ(bank.entries[0].voxel.z, 3.0);
+  EXPECT_DOUBLE_EQ(bank.entries[0].info.val_psnr, first.info.val_psnr);
+
+  RestoreJob again = job;
+  again.output = d.file("a_iso2.tif");
+  again.bank_add = false;
+  again.tune_params.steps = 0;
+  const RestoreOutcome second = run_restore_job(again);
+  ASSERT_EQ(second.bank_choice.best, 0);
+  EXPECT_NEAR(second.info.val_psnr, first.info.val_psnr, 1e-9);
+  EXPECT_EQ(second.method, Method::Prompt);
+  const FileNotes& n = second.notes;
+  EXPECT_NE(std::find(n.begin(), n.end(),
+                      std::make_pair(std::string("bank_start"),
+                                     fmt::format("a ({})", job.bank))),
+            n.end());
+  // A user-chosen name that is taken is refused before any tuning.
+  RestoreJob clash = job;
+  clash.output = d.file("a_iso3.tif");
+  clash.bank_name = "a";
+  EXPECT_THROW(run_restore_job(clash), InputError);
+  EXPECT_FALSE(file_exists(clash.output));
 }

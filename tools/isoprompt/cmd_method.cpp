@@ -37,6 +37,8 @@ struct PredictArgs : ReconArgs {
 
 struct RestoreArgs : ReconArgs {
   std::string prompt_out, fallback = "interp";
+  std::string bank, bank_name, bank_tag;
+  bool bank_add = false;
   TuneParams tune;
   TuneFlags flags;
 };
@@ -101,6 +103,10 @@ void run_restore(RestoreArgs a) {
     throw_input("unknown --fallback '{}' (expected interp or none)", a.fallback);
   job.fallback_to_interp = a.fallback == "interp";
   job.prompt_out = a.prompt_out;
+  job.bank = a.bank;
+  job.bank_add = a.bank_add;
+  job.bank_name = a.bank_name;
+  job.bank_tag = a.bank_tag;
   job.tune_params = a.tune;
   apply_tune_flags(a.flags, job.tune_params);
   print_outcome(run_restore_job(job));
@@ -174,6 +180,14 @@ void register_method_commands(CLI::App& app) {
                   "pairs: interp "
                   "(write the interpolation) | none (write the model's result)")
         ->capture_default_str();
+    c->add_option("--bank", a->bank,
+                  "prompt bank folder (`isoprompt bank`): score its prompts on this stack's "
+                  "held-out pairs and start from the best one that beats the backbone alone "
+                  "(--steps 0: use it as is)");
+    c->add_flag("--bank-add", a->bank_add,
+                "also add the tuned prompt to --bank (when it beat the interpolation)");
+    c->add_option("--bank-name", a->bank_name, "its entry name (default: the input's stem)");
+    c->add_option("--bank-tag", a->bank_tag, "its tag: the kind of data (e.g. em, nuclei)");
     add_tune_flags(c, a->tune, a->flags, "--train-batch");
     c->callback([a] { run_restore(*a); });
   }

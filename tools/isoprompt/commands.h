@@ -24,6 +24,7 @@ void register_model_commands(CLI::App& app);   // model info|convert|apply
 void register_tune_command(CLI::App& app);     // tune
 void register_method_commands(CLI::App& app);  // predict, restore
 void register_demo_commands(CLI::App& app);    // phantom, pretrain, demo
+void register_bank_commands(CLI::App& app);    // bank add|list|remove
 
 // Parses "a,b,c" into three doubles (z,y,x order) or throws InputError naming `flag`.
 void parse_triple(const std::string& text, const std::string& flag, double out[3]);

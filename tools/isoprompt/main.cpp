@@ -55,6 +55,7 @@ int main(int argc, char** argv) {
   cli::register_tune_command(app);
   cli::register_method_commands(app);
   cli::register_demo_commands(app);
+  cli::register_bank_commands(app);
 
   configure_allocator();
   install_interrupt_handler();
