@@ -25,6 +25,7 @@ void register_tune_command(CLI::App& app);     // tune
 void register_method_commands(CLI::App& app);  // predict, restore
 void register_demo_commands(CLI::App& app);    // phantom, pretrain, demo
 void register_bank_commands(CLI::App& app);    // bank add|list|remove
+void register_report_command(CLI::App& app);   // report
 
 // Parses "a,b,c" into three doubles (z,y,x order) or throws InputError naming `flag`.
 void parse_triple(const std::string& text, const std::string& flag, double out[3]);

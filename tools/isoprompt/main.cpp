@@ -56,6 +56,7 @@ int main(int argc, char** argv) {
   cli::register_method_commands(app);
   cli::register_demo_commands(app);
   cli::register_bank_commands(app);
+  cli::register_report_command(app);
 
   configure_allocator();
   install_interrupt_handler();
