@@ -12,8 +12,9 @@ packages=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test-only: the real clients that judge the files isoprompt writes (ImageJ 1.x needs
   # an X display even in batch mode, hence Xvfb; tifffile is napari's TIFF reader;
-  # zarr-python with numcodecs and h5py write and judge the OME-Zarr and HDF5 files).
-  imagej xvfb xauth python3-tifffile python3-zarr python3-numcodecs python3-h5py
+  # zarr-python with numcodecs and h5py write and judge the OME-Zarr and HDF5 files;
+  # headless Chromium opens the HTML QC report).
+  imagej xvfb xauth python3-tifffile python3-zarr python3-numcodecs python3-h5py chromium
 )
 
 missing=()

@@ -84,6 +84,22 @@ std::string h5py_missing() {
   return reason;
 }
 
+std::string chromium_missing() {
+  if (!on_path("chromium")) return "chromium is not installed (Debian package chromium)";
+  return "";
+}
+
+CliResult run_chromium(const std::vector<std::string>& args, int timeout_s) {
+  // A fresh profile per run: a shared one is locked by a concurrent test and keeps state.
+  TempDir profile;
+  std::string cmd = "timeout -k 10 " + std::to_string(timeout_s) +
+                    " chromium --headless=new --no-sandbox --disable-gpu --no-first-run "
+                    "--disable-extensions --user-data-dir=" +
+                    quote(profile.path());
+  for (const auto& a : args) cmd += " " + quote(a);
+  return run_shell(cmd);
+}
+
 CliResult run_imagej_macro(const std::string& macro_path, int timeout_s, const std::string& arg) {
   return run_shell("timeout -k 10 " + std::to_string(timeout_s) + " xvfb-run -a java -jar " +
                    quote(kImageJJar) + " -batch " + quote(macro_path) +

@@ -1,8 +1,9 @@
 // The real programs that judge the files isoprompt writes: ImageJ 1.x (Debian's
 // `imagej`, run in batch mode under Xvfb, since ImageJ 1.x needs a display even then),
 // tifffile (napari's TIFF reader, Debian's python3-tifffile), zarr-python + numcodecs
-// (python3-zarr, python3-numcodecs) and h5py (python3-h5py). scripts/setup.sh installs
-// them for the tests; a run-time user needs neither.
+// (python3-zarr, python3-numcodecs), h5py (python3-h5py) and headless Chromium (Debian's
+// `chromium`, for the HTML report). scripts/setup.sh installs them for the tests; a
+// run-time user needs none of them.
 #pragma once
 
 #include <string>
@@ -18,6 +19,7 @@ std::string tifffile_missing();
 // zarr-python with numcodecs (napari's OME-Zarr reader stack) and h5py, for /usr/bin/python3.
 std::string zarr_missing();
 std::string h5py_missing();
+std::string chromium_missing();
 // Versions as the clients report them ("1.53t", "2023.2.3"), for messages and the README.
 std::string imagej_version();
 std::string tifffile_version();
@@ -31,6 +33,10 @@ CliResult run_imagej_macro(const std::string& macro_path, int timeout_s,
 // (/usr/bin/python3), with a timeout as above.
 CliResult run_tifffile_script(const std::string& script_path, const std::vector<std::string>& args,
                               int timeout_s);
+// Runs headless Chromium (`chromium --headless=new --no-sandbox --disable-gpu`, the sandbox
+// off because the tests may run as root) with `args` and a fresh profile, killed after
+// `timeout_s` seconds as above.
+CliResult run_chromium(const std::vector<std::string>& args, int timeout_s);
 
 }  // namespace isoprompt::test
 
