@@ -23,7 +23,9 @@
 // plain interpolation (interpolated input re-degraded), both with the input's 0.1 / 99.9
 // percentiles mapped to [0, 1] and clipped (data range 1, as `eval` does with a ground
 // truth). Higher is more consistent; +inf means the re-degraded volume equals the input.
-// Consistency is necessary, not sufficient: many volumes degrade to the same input.
+// Consistency is necessary, not sufficient: many volumes degrade to the same input. On a
+// noisy stack a denoising restoration scores below the interpolation (which keeps the
+// noise) and above the noise floor (SelfConsistency::noise_floor_psnr); the page says which.
 #pragma once
 
 #include <cmath>
@@ -71,6 +73,12 @@ struct SelfConsistency {
   double uncertainty_mean = NAN;        // map mean, output intensity units
   double uncertainty_p99 = NAN;         // map 99th percentile
   int64_t planes_compared = 0;          // input planes compared
+  /// The input's noise, estimated (estimate_noise_sigma, on the PSNR scale), and the PSNR a
+  /// restoration that removed all of it would get: 10 log10(1 / sigma^2). An interpolation
+  /// keeps most of the noise, so on a noisy stack a denoising restoration scores between
+  /// this floor and the interpolation's value without being wrong.
+  double input_noise_sigma = NAN;
+  double noise_floor_psnr = NAN;
   Normalizer range;                     // input p0.1 / p99.9: what maps to [0, 1]
 };
 
@@ -91,6 +99,13 @@ struct ReportMetrics {
 /// PSNR(degrade(iso) along z, input) over the input planes both have, with `range` mapped
 /// to [0, 1] and clipped (data range 1). `p.factor` must be set. +inf when identical.
 double redegraded_psnr(const Volume& input, const Volume& iso, const DegradeParams& p, const Normalizer& range);
+
+/// Standard deviation of the noise of `v`, after `range` -> [0, 1] and clipping: Immerkaer's
+/// estimator (1996) on every XY plane, sqrt(pi / 2) / (6 (W - 2) (H - 2)) sum |v * L| with L
+/// the 3x3 difference of two Laplacians ([1 -2 1; -2 4 -2; 1 -2 1]), averaged over the
+/// planes. Exact for white Gaussian noise on a locally linear image; fine structure leaks
+/// into it, so it errs high. 0 for planes smaller than 3 x 3.
+double estimate_noise_sigma(const Volume& v, const Normalizer& range);
 
 /// The numbers of the report without the HTML. Throws InputError when the volumes do not
 /// fit together (y/x differ, the output's plane count is not round(nz * factor) +- 1, the
