@@ -18,6 +18,7 @@
 #include "isoprompt/bank.h"
 #include "isoprompt/infer.h"
 #include "isoprompt/io.h"
+#include "isoprompt/report.h"
 #include "isoprompt/train.h"
 
 namespace isoprompt {
@@ -32,6 +33,7 @@ struct RestoreJob {
   std::string input;        // any volume read_volume reads (TIFF, OME-Zarr, file.h5:/dataset)
   std::string output;       // any volume write_volume writes
   std::string uncertainty;  // optional: also write the uncertainty map here
+  std::string report;       // optional: also write the QC report (report.h) here, .html
   std::string backbone;     // model file; empty: the shipped default (unused by unet, interp)
 
   // Tune on the stack itself (restore), or reconstruct with `prompt` (predict).
@@ -89,7 +91,9 @@ struct RestoreOutcome {
   FileNotes notes;         // the provenance written into the output
   bool used_bank = false;  // job.bank was scored: `bank_choice` holds the ranking
   BankChoice bank_choice;
-  std::string banked_as;  // the entry name job.bank_add created ("" when none)
+  std::string banked_as;         // the entry name job.bank_add created ("" when none)
+  bool wrote_report = false;     // job.report was written
+  ReportMetrics report_metrics;  // the numbers it shows (self-consistency, ground truth)
 };
 
 // Validates everything that needs no reading (flags, ranges, output paths against every

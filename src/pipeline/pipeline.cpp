@@ -108,6 +108,9 @@ WrittenVolume describe(const std::string& path, const Volume& v) {
   return {path, v.shape(), v.dtype(), v.voxel_size(), v.unit()};
 }
 
+void write_job_report(const RestoreJob& job, const Volume& input, const Volume& result,
+                      const Volume* umap, RestoreOutcome& out);
+
 // The models a job reconstructs with (at most one of them is set).
 struct Models {
   Backbone backbone;
@@ -157,7 +160,10 @@ void reconstruct_and_write(const RestoreJob& job, const Volume& v, Method method
   write_volume(job.output, result, wo);
   out.notes = wo.notes;
   out.written = describe(job.output, result);
-  if (!want_map) return;
+  if (!want_map) {
+    if (!job.report.empty()) write_job_report(job, v, result, nullptr, out);
+    return;
+  }
   // Written after the output: the map only makes sense next to it.
   WriteOptions uo;
   uo.notes = {{"method", method_name(method)},
@@ -171,6 +177,41 @@ void reconstruct_and_write(const RestoreJob& job, const Volume& v, Method method
   out.uncertainty = describe(job.uncertainty, umap);
   out.uncertainty_mean = u.mean().item<double>();
   out.uncertainty_max = u.max().item<double>();
+  if (!job.report.empty()) write_job_report(job, v, result, &umap, out);
+}
+
+// The QC report of what reconstruct_and_write just wrote, from the volumes still in memory.
+void write_job_report(const RestoreJob& job, const Volume& input, const Volume& result,
+                      const Volume* umap, RestoreOutcome& out) {
+  ReportInputs in;
+  in.title = job.input;
+  in.input = &input;
+  in.output = &result;
+  in.uncertainty = umap;
+  in.factor = out.report.factor;
+  in.interp = out.interp;
+  in.degrade = out.have_info ? out.info.degrade : job.tune_params.degrade;
+  in.uncertainty_restorations = out.report.variants > 1 ? 8 : 2;
+  in.val_history = out.val_history;
+  in.loss_history = out.loss_history;
+  if (out.have_info) {
+    in.zero_shot_psnr = out.info.zero_shot_psnr;
+    in.interp_psnr = out.info.interp_psnr;
+  }
+  for (const auto& [k, v] : out.notes) in.parameters.emplace_back(k, v);
+  in.parameters.emplace_back("fuse", fuse_name(out.fuse));
+  if (!job.tune) in.parameters.emplace_back("prompt", job.prompt.empty() ? "-" : job.prompt);
+  if (out.have_info) {
+    in.parameters.emplace_back("tuned steps", std::to_string(out.info.steps));
+    in.timings.emplace_back("tuning", fmt::format("{:.1f} s", out.info.seconds));
+  }
+  in.timings.emplace_back("reconstruction", fmt::format("{:.1f} s", out.report.seconds));
+  in.files.emplace_back("input", job.input);
+  in.files.emplace_back("output", job.output);
+  if (umap) in.files.emplace_back("uncertainty map", job.uncertainty);
+  if (out.saved_prompt) in.files.emplace_back("prompt", job.prompt_out);
+  write_report(job.report, in, &out.report_metrics);
+  out.wrote_report = true;
 }
 
 Volume read_input(const RestoreJob& job, bool* calibrated) {
@@ -509,6 +550,10 @@ void check_restore_job(const RestoreJob& job) {
   if (!job.uncertainty.empty()) {
     check_output_path(job.uncertainty, taken);
     taken.push_back(job.uncertainty);
+  }
+  if (!job.report.empty()) {
+    check_output_path(job.report, taken);
+    taken.push_back(job.report);
   }
   if (!job.prompt_out.empty()) check_output_path(job.prompt_out, taken);
 }

@@ -7,6 +7,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
 #include <nlohmann/json.hpp>
 
 #include "isoprompt/fileutil.h"
@@ -422,4 +424,34 @@ TEST(BankCli, AddListRemoveRestoreAndErrors) {
   r = run_cli({"bank", "remove", bank, "p"});
   EXPECT_EQ(r.exit_code, 2);
   EXPECT_NE(r.err.find("has no entry 'p'"), std::string::npos) << r.err;
+}
+
+// predict/restore --report: the QC report of the volumes just written, with the map when
+// there is one; its path is checked against every other path of the command first.
+TEST(ReportFromRestore, PredictWritesTheReportWithTheMap) {
+  TempDir d;
+  const std::string bb = tiny_backbone(d, "tiny.safetensors", 3);
+  write_volume(d.file("in.tif"), smooth_volume({6, 24, 20}, {1.5, 0.5, 0.5}, 4));
+  auto r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out.tif"), "--mode", "zero-shot",
+                    "--backbone", bb, "--uncertainty", d.file("u.tif"), "--report",
+                    d.file("qc.html")});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.out.find("QC report (self-consistency: re-degraded output vs input "),
+            std::string::npos)
+      << r.out;
+  std::ifstream f(d.file("qc.html"));
+  const std::string html((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
+  const std::vector<std::string> expected = {"<h2>Orthogonal views", "<h2>Self-consistency",
+                                             "XZ vs YZ", "data:image/png;base64,", d.file("u.tif")};
+  for (const std::string& s : expected)
+    EXPECT_NE(html.find(s), std::string::npos) << s;
+  EXPECT_NE(html.find("No tuning history was given"), std::string::npos);  // nothing was tuned
+
+  // The map, the input and the output of the same command.
+  for (const std::string& clash : {d.file("u2.tif"), d.file("in.tif"), d.file("out2.tif")}) {
+    r = run_cli({"predict", d.file("in.tif"), "-o", d.file("out2.tif"), "--mode", "zero-shot",
+                 "--backbone", bb, "--uncertainty", d.file("u2.tif"), "--report", clash});
+    EXPECT_EQ(r.exit_code, 2) << clash;
+    EXPECT_FALSE(file_exists(d.file("out2.tif")));
+  }
 }

@@ -24,6 +24,7 @@ struct ReconArgs {
   std::string in, out, backbone = "default", mode = "prompt", factor = "auto", interp = "auto";
   std::string fuse = "mean", dtype, nan = "refuse";
   std::string uncertainty;  // --uncertainty OUT: also write the uncertainty map
+  std::string report;       // --report OUT.html: also write the QC report
   bool tta = false;
   int64_t tile = 0, overlap = -1, batch = 0;
   double max_memory = 4.0;
@@ -49,6 +50,7 @@ RestoreJob make_job(const ReconArgs& a) {
   job.input = a.in;
   job.output = a.out;
   job.uncertainty = a.uncertainty;
+  job.report = a.report;
   job.method = parse_method(a.mode);
   job.method_from_file = !(a.mode_opt && a.mode_opt->count() > 0);
   // "default" resolves inside the job: only the methods that run the backbone need it.
@@ -69,7 +71,7 @@ RestoreJob make_job(const ReconArgs& a) {
   return job;
 }
 
-void print_outcome(const RestoreOutcome& r) {
+void print_outcome(const RestoreJob& job, const RestoreOutcome& r) {
   const WrittenVolume& w = r.written;
   const bool tta = r.report.variants > 1;
   const std::string how =
@@ -78,11 +80,18 @@ void print_outcome(const RestoreOutcome& r) {
               to_string(w.shape).c_str(), dtype_name(w.dtype), num(w.voxel.z).c_str(),
               num(w.voxel.y).c_str(), num(w.voxel.x).c_str(), w.unit.c_str(), method_name(r.method),
               num(r.report.factor).c_str(), how.c_str(), tta ? ", tta" : "");
-  if (!r.wrote_uncertainty) return;
-  std::printf("wrote %s  %s float32 uncertainty map (%s), mean %s, max %s\n",
-              r.uncertainty.path.c_str(), to_string(r.uncertainty.shape).c_str(),
-              tta ? "8 restorations" : "XZ vs YZ", num(r.uncertainty_mean).c_str(),
-              num(r.uncertainty_max).c_str());
+  if (r.wrote_uncertainty)
+    std::printf("wrote %s  %s float32 uncertainty map (%s), mean %s, max %s\n",
+                r.uncertainty.path.c_str(), to_string(r.uncertainty.shape).c_str(),
+                tta ? "8 restorations" : "XZ vs YZ", num(r.uncertainty_mean).c_str(),
+                num(r.uncertainty_max).c_str());
+  if (r.wrote_report) {
+    const SelfConsistency& sc = r.report_metrics.self;
+    std::printf(
+        "wrote %s  QC report (self-consistency: re-degraded output vs input %s dB, "
+        "interpolation %s dB)\n",
+        job.report.c_str(), num(sc.output_psnr).c_str(), num(sc.interp_psnr).c_str());
+  }
 }
 
 void run_predict(const PredictArgs& a) {
@@ -93,7 +102,7 @@ void run_predict(const PredictArgs& a) {
   if (!a.prompt.empty() && (job.method == Method::Interp || job.method == Method::ZeroShot) &&
       !job.method_from_file)
     throw_input("--prompt cannot be used with --mode {}", method_name(job.method));
-  print_outcome(run_restore_job(job));
+  print_outcome(job, run_restore_job(job));
 }
 
 void run_restore(RestoreArgs a) {
@@ -109,7 +118,7 @@ void run_restore(RestoreArgs a) {
   job.bank_tag = a.bank_tag;
   job.tune_params = a.tune;
   apply_tune_flags(a.flags, job.tune_params);
-  print_outcome(run_restore_job(job));
+  print_outcome(job, run_restore_job(job));
 }
 
 // Registers the flags common to predict and restore.
@@ -149,6 +158,9 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
                 "also write an uncertainty map here: float32 on the output grid, per voxel the "
                 "standard deviation of its XZ and YZ restorations (8 with --tta), in output "
                 "intensity units (not with --mode interp)");
+  c->add_option("--report", a.report,
+                "also write a QC report here (one self-contained HTML file: orthogonal views, z "
+                "profiles, the tuning curve, the self-consistency check; see `isoprompt report`)");
   c->add_option("--channel", a.channel, "channel to read (0-based) when the file has several")
       ->check(CLI::NonNegativeNumber);
   c->add_option("--time", a.time, "time point to read (0-based) when the file has several")
