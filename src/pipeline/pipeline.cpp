@@ -45,6 +45,12 @@ const char* start_name(Method m) {
   return m == Method::UNet ? "untrained" : "zero-shot";
 }
 
+// The U-Net trains from scratch: a backbone beside it would be silently unused.
+void refuse_backbone_for_unet(const RestoreJob& job, Method m) {
+  if (m == Method::UNet && !job.backbone.empty())
+    throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+}
+
 bool uses_backbone(Method m) {
   return m != Method::Interp && m != Method::UNet;
 }
@@ -115,7 +121,6 @@ void write_job_report(const RestoreJob& job, const Volume& input, const Volume& 
 struct Models {
   Backbone backbone;
   PromptedModel prompted;
-  bool have_prompted = false;
   UNet unet{nullptr};
 };
 
@@ -254,8 +259,7 @@ RestoreOutcome run_predict(const RestoreJob& job) {
   RestoreOutcome out;
   Models models;
   if (method == Method::UNet) {
-    if (!job.backbone.empty())
-      throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+    refuse_backbone_for_unet(job, method);
     LoadedPrompt lp = load_unet(job.prompt, job.device);
     models.unet = lp.unet;
     out.info = lp.info;
@@ -349,8 +353,7 @@ RestoreOutcome run_restore(const RestoreJob& job) {
   if (!job.prompt_out.empty() && (method == Method::Interp || method == Method::ZeroShot))
     throw_input("--prompt-out needs --mode prompt, full or unet (nothing is tuned with --mode {})",
                 method_name(method));
-  if (method == Method::UNet && !job.backbone.empty())
-    throw_input("--backbone cannot be used with --mode unet (the U-Net trains from scratch)");
+  refuse_backbone_for_unet(job, method);
   if (!job.tune_params.resume_from.empty() && method != Method::Prompt && method != Method::Full &&
       method != Method::UNet)
     throw_input("--resume needs --mode prompt or full (nothing is tuned with --mode {})",
