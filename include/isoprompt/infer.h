@@ -175,6 +175,9 @@ struct ReconstructParams {
   /// axis, along z and both, flipped back exactly and averaged (4x the network's work).
   /// Needs a restorer.
   bool tta = false;
+  /// Host memory for one group of planes in flight (input copy, upsampled, normalised,
+  /// restored); at least one batch of tiles is always in flight.
+  double group_bytes = 256.0 * 1024 * 1024;
 };
 
 /// What reconstruct() did, for the CLI and tests.
@@ -202,6 +205,49 @@ struct ReconstructReport {
 Volume reconstruct(const Volume& input, const ReconstructParams& params,
                    const SliceRestorer& restorer, ReconstructReport* report = nullptr,
                    Volume* uncertainty = nullptr);
+
+// ---- Reconstruction from and into any storage (streaming: pipeline.h) ---------------
+
+/// Where reconstruct_into() reads the input and puts the restorations, so one loop serves
+/// a volume in memory (reconstruct()) and volumes streamed from and to disk. Planes come in
+/// groups: XZ planes are y indices, YZ planes x indices. Tensors are P x Z x W (P planes of
+/// out_nz rows, W = nx for XZ, ny for YZ), normalised; `m2` is the TTA variants' sum of
+/// squared deviations, undefined without TTA.
+class ReconstructStorage {
+ public:
+  virtual ~ReconstructStorage() = default;
+  /// Input planes [first, first + count) of orientation `which`, in the input's dtype:
+  /// (nz, count, nx) for XZ, (nz, ny, count) for YZ.
+  virtual Volume read_input(Plane which, int64_t first, int64_t count) = 0;
+  /// The XZ pass's result for y planes [first, first + count).
+  virtual void put_xz(int64_t first, int64_t count, const at::Tensor& mean, const at::Tensor& m2) = 0;
+  /// The YZ pass's result for x planes [first, first + count): fuse it with the XZ result
+  /// there (fuse_group) and keep or write the fused voxels.
+  virtual void put_yz(int64_t first, int64_t count, const at::Tensor& mean, const at::Tensor& m2) = 0;
+  /// True when this group was stored by an earlier run (resume): it is skipped.
+  virtual bool done(Plane /*which*/, int64_t /*first*/, int64_t /*count*/) { return false; }
+  /// Groups start at multiples of this (chunk boundaries of the storage) and hold a multiple
+  /// of it, except the last.
+  virtual int64_t group_multiple() const { return 1; }
+};
+
+/// Fuses one group: `xz` holds the XZ means and receives the fused result (in place), and,
+/// when `map` is defined, `map` holds the XZ pass's M2 (TTA; anything without) and receives
+/// the uncertainty (see the top of this file; `range` = hi - lo of the normalisation).
+void fuse_group(at::Tensor xz, at::Tensor map, const at::Tensor& yz, const at::Tensor& yz_m2,
+                int64_t variants, Fuse f, double range);
+
+/// The geometry and tiling reconstruct() uses for an input of `shape` and `voxel`: the
+/// report's factor, out_nz, voxel and plans. Throws InputError for bad parameters.
+ReconstructReport plan_reconstruction(Shape3 shape, VoxelSize voxel, const ReconstructParams& params);
+
+/// The loop of reconstruct() on `storage`: the XZ pass, then the YZ pass, group by group,
+/// with progress and Ctrl-C (Cancelled). `norm` must be set in params. `want_m2`: pass the
+/// variants' M2 to the storage (the uncertainty map). Fills the report's plans, planes,
+/// variants and seconds (not clip or host_bytes, which belong to the storage).
+void reconstruct_into(Shape3 shape, VoxelSize voxel, const std::string& unit,
+                      const ReconstructParams& params, const SliceRestorer& restorer,
+                      ReconstructStorage& storage, bool want_m2, ReconstructReport* report);
 
 /// Output z length for factor K: round(nz * K) (same rule as ops' upsample).
 int64_t reconstructed_nz(int64_t nz, double factor);

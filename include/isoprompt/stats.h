@@ -4,6 +4,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 #include "isoprompt/volume.h"
@@ -19,6 +20,13 @@ IntensityStats intensity_stats(const Volume& v);
 
 // Percentiles in [0, 100] of the finite voxels, numpy.percentile(method='linear').
 std::vector<double> percentiles(const Volume& v, const std::vector<double>& pcts);
+
+// Calls its argument once for every slab of a volume, in any order, so that every voxel is
+// seen once; percentiles_of_slabs calls it once (uint8/uint16) or three times (float32).
+using SlabVisitor = std::function<void(const std::function<void(const Volume&)>&)>;
+// The same values as percentiles() of the whole volume, for a volume seen slab by slab.
+std::vector<double> percentiles_of_slabs(DType dtype, const SlabVisitor& visit,
+                                         const std::vector<double>& pcts);
 
 // Where the NaN/Inf voxels of a float32 volume are.
 struct NonFiniteReport {

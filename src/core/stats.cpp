@@ -44,85 +44,124 @@ IntensityStats intensity_stats(const Volume& v) {
 
 namespace {
 
-// k-th smallest (0-based) finite value for each requested k.
-std::vector<double> order_statistics(const Volume& v, const std::vector<int64_t>& ks, const IntensityStats& st) {
-  std::vector<double> out(ks.size());
+template <class F>
+void for_each_value(const Volume& v, F&& f) {
   const int64_t n = v.numel();
-  if (v.dtype() != DType::F32) {
-    // Integer data: an exact histogram of every possible value.
-    const size_t nb = v.dtype() == DType::U8 ? 256 : 65536;
-    std::vector<int64_t> hist(nb, 0);
-    visit_dtype(v.dtype(), [&](auto* tag) {
-      using T = std::remove_pointer_t<decltype(tag)>;
-      if constexpr (!std::is_floating_point_v<T>) {
-        const T* p = static_cast<const T*>(v.raw());
-        for (int64_t i = 0; i < n; ++i) ++hist[p[i]];
-      }
-    });
-    for (size_t j = 0; j < ks.size(); ++j) {
-      int64_t acc = 0;
-      for (size_t b = 0; b < nb; ++b) {
-        acc += hist[b];
-        if (acc > ks[j]) { out[j] = double(b); break; }
-      }
-    }
-    return out;
-  }
-  // Float data: a fine histogram locates each order statistic's bin; a second pass
-  // gathers only the values in the needed bins and selects exactly.
-  const float* p = v.data<float>();
-  const int nb = 1 << 16;
-  const double lo = st.min, width = (st.max - st.min) / nb;
-  auto bin_of = [&](float x) {
-    if (width <= 0) return 0;
-    return std::min(nb - 1, std::max(0, int((double(x) - lo) / width)));
-  };
-  std::vector<int64_t> hist(nb, 0);
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isfinite(p[i])) ++hist[bin_of(p[i])];
-  std::vector<int64_t> start(nb + 1, 0);
-  for (int b = 0; b < nb; ++b) start[b + 1] = start[b] + hist[b];
-  std::vector<int> need_bin(ks.size());
-  std::vector<char> needed(nb, 0);
-  for (size_t j = 0; j < ks.size(); ++j) {
-    need_bin[j] = int(std::upper_bound(start.begin(), start.end(), ks[j]) - start.begin()) - 1;
-    needed[need_bin[j]] = 1;
-  }
-  std::vector<std::vector<float>> vals(nb);
-  for (int64_t i = 0; i < n; ++i)
-    if (std::isfinite(p[i])) {
-      const int b = bin_of(p[i]);
-      if (needed[b]) vals[b].push_back(p[i]);
-    }
-  for (size_t j = 0; j < ks.size(); ++j) {
-    auto& bv = vals[need_bin[j]];
-    const int64_t local = ks[j] - start[need_bin[j]];
-    std::nth_element(bv.begin(), bv.begin() + local, bv.end());
-    out[j] = bv[local];
-  }
-  return out;
+  visit_dtype(v.dtype(), [&](auto* tag) {
+    using T = std::remove_pointer_t<decltype(tag)>;
+    const T* p = static_cast<const T*>(v.raw());
+    for (int64_t i = 0; i < n; ++i) f(p[i]);
+  });
 }
 
 }  // namespace
 
-std::vector<double> percentiles(const Volume& v, const std::vector<double>& pcts) {
-  const IntensityStats st = intensity_stats(v);
-  const int64_t n = st.finite_count;
-  if (n == 0) throw_input("cannot compute percentiles: the volume has no finite voxels");
-  std::vector<int64_t> ks;
-  std::vector<double> fracs;
-  for (double q : pcts) {
+// The k-th smallest (0-based) finite values from slabs visited once (integers: an exact
+// histogram of every possible value) or three times (float32: min, max and count; then a
+// fine histogram that locates each order statistic's bin; then only the values in the
+// needed bins, selected exactly). Never a sorted copy of the volume.
+std::vector<double> percentiles_of_slabs(DType dtype, const SlabVisitor& visit,
+                                         const std::vector<double>& pcts) {
+  for (double q : pcts)
     if (!(q >= 0 && q <= 100)) throw_input("percentile {} is outside [0, 100]", q);
-    const double pos = q / 100.0 * double(n - 1);
-    const int64_t k = static_cast<int64_t>(std::floor(pos));
-    ks.push_back(k);
-    ks.push_back(std::min(k + 1, n - 1));
-    fracs.push_back(pos - double(k));
+  std::vector<int64_t> ks;  // floor(pos) and the next order statistic, per percentile
+  std::vector<double> fracs, os;
+  auto plan = [&](int64_t n) {
+    if (n == 0) throw_input("cannot compute percentiles: the volume has no finite voxels");
+    for (double q : pcts) {
+      const double pos = q / 100.0 * double(n - 1);
+      const int64_t k = static_cast<int64_t>(std::floor(pos));
+      ks.push_back(k);
+      ks.push_back(std::min(k + 1, n - 1));
+      fracs.push_back(pos - double(k));
+    }
+    os.assign(ks.size(), 0.0);
+  };
+  if (dtype != DType::F32) {
+    const size_t nb = dtype == DType::U8 ? 256 : 65536;
+    std::vector<int64_t> hist(nb, 0);
+    visit([&](const Volume& s) {
+      for_each_value(s, [&](auto x) {
+        if constexpr (!std::is_floating_point_v<decltype(x)>) ++hist[x];
+      });
+    });
+    int64_t n = 0;
+    for (int64_t h : hist) n += h;
+    plan(n);
+    for (size_t j = 0; j < ks.size(); ++j) {
+      int64_t acc = 0;
+      for (size_t b = 0; b < nb; ++b) {
+        acc += hist[b];
+        if (acc > ks[j]) {
+          os[j] = double(b);
+          break;
+        }
+      }
+    }
+  } else {
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    int64_t n = 0;
+    visit([&](const Volume& s) {
+      const float* p = s.data<float>();
+      const int64_t m = s.numel();
+      double l = lo, h = hi;
+      int64_t c = 0;
+#pragma omp parallel for reduction(min : l) reduction(max : h) reduction(+ : c)
+      for (int64_t i = 0; i < m; ++i) {
+        if (!std::isfinite(p[i])) continue;
+        l = std::min(l, double(p[i]));
+        h = std::max(h, double(p[i]));
+        ++c;
+      }
+      lo = l;
+      hi = h;
+      n += c;
+    });
+    plan(n);
+    const int nb = 1 << 16;
+    const double width = (hi - lo) / nb;
+    auto bin_of = [&](float x) {
+      if (width <= 0) return 0;
+      return std::min(nb - 1, std::max(0, int((double(x) - lo) / width)));
+    };
+    std::vector<int64_t> hist(nb, 0);
+    visit([&](const Volume& s) {
+      for_each_value(s, [&](float x) {
+        if (std::isfinite(x)) ++hist[bin_of(x)];
+      });
+    });
+    std::vector<int64_t> start(nb + 1, 0);
+    for (int b = 0; b < nb; ++b) start[b + 1] = start[b] + hist[b];
+    std::vector<int> need_bin(ks.size());
+    std::vector<char> needed(nb, 0);
+    for (size_t j = 0; j < ks.size(); ++j) {
+      need_bin[j] = int(std::upper_bound(start.begin(), start.end(), ks[j]) - start.begin()) - 1;
+      needed[need_bin[j]] = 1;
+    }
+    std::vector<std::vector<float>> vals(nb);
+    visit([&](const Volume& s) {
+      for_each_value(s, [&](float x) {
+        if (!std::isfinite(x)) return;
+        const int b = bin_of(x);
+        if (needed[b]) vals[b].push_back(x);
+      });
+    });
+    for (size_t j = 0; j < ks.size(); ++j) {
+      auto& bv = vals[need_bin[j]];
+      const int64_t local = ks[j] - start[need_bin[j]];
+      std::nth_element(bv.begin(), bv.begin() + local, bv.end());
+      os[j] = bv[local];
+    }
   }
-  const std::vector<double> os = order_statistics(v, ks, st);
   std::vector<double> out(pcts.size());
-  for (size_t j = 0; j < pcts.size(); ++j) out[j] = os[2 * j] + fracs[j] * (os[2 * j + 1] - os[2 * j]);
+  for (size_t j = 0; j < pcts.size(); ++j)
+    out[j] = os[2 * j] + fracs[j] * (os[2 * j + 1] - os[2 * j]);
   return out;
+}
+
+std::vector<double> percentiles(const Volume& v, const std::vector<double>& pcts) {
+  return percentiles_of_slabs(
+      v.dtype(), [&](const std::function<void(const Volume&)>& f) { f(v); }, pcts);
 }
 
 NonFiniteReport find_non_finite(const Volume& v) {

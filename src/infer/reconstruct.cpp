@@ -40,8 +40,6 @@ namespace {
 
 constexpr double kMiB = 1024.0 * 1024.0;
 constexpr double kGiB = 1024.0 * kMiB;
-// Host memory for one group of planes (input copy, upsampled, normalised, restored).
-constexpr double kGroupBytes = 256.0 * kMiB;
 // On CPU a forward pass of 2^17 pixels already keeps every core busy; larger batches
 // only delay Ctrl-C (it is honoured between forward passes).
 constexpr int64_t kCpuBatchPixels = int64_t(1) << 17;
@@ -93,56 +91,16 @@ int64_t reconstructed_nz(int64_t nz, double factor) {
   return static_cast<int64_t>(std::llround(static_cast<double>(nz) * factor));
 }
 
-Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceRestorer& restorer,
-                   ReconstructReport* report, Volume* uncertainty) {
-  const auto t_start = std::chrono::steady_clock::now();
-  if (input.empty()) throw_input("cannot reconstruct an empty volume ({})", to_string(input.shape()));
+ReconstructReport plan_reconstruction(Shape3 shape, VoxelSize in_voxel, const ReconstructParams& p) {
+  if (shape.z < 1 || shape.y < 1 || shape.x < 1)
+    throw_input("cannot reconstruct an empty volume ({})", to_string(shape));
   if (!std::isfinite(p.factor) || p.factor < 1.0)
     throw_input("z factor {} must be a finite number >= 1", p.factor);
-  if (!restorer && p.tta)
-    throw_input("test-time augmentation needs a network: interpolation has no restorations to average");
-  if (!restorer && uncertainty)
-    throw_input("the uncertainty map needs a network: it is the spread of the network's XZ and YZ "
-                "restorations, and interpolation has none");
-  const double k = p.factor;
-  const int64_t nz = input.nz(), ny = input.ny(), nx = input.nx();
-  const int64_t out_nz = reconstructed_nz(nz, k);
-  const DType out_dtype = p.out_dtype.value_or(input.dtype());
-  VoxelSize voxel = input.voxel_size();
-  voxel.z = input.voxel_size().z / k;  // exact: never rounded to fit the grid
-
   ReconstructReport rep;
-  rep.factor = k;
-  rep.out_nz = out_nz;
-  rep.voxel = voxel;
-
-  log_info("z factor {} (used exactly): {} -> {} planes, voxel z {:.6g} -> {:.6g} {} (y {:.6g}, x {:.6g})",
-           k, nz, out_nz, input.voxel_size().z, voxel.z, input.unit(), voxel.y, voxel.x);
-  if (std::abs(voxel.z - voxel.x) > 0.01 * voxel.x)
-    log_warn("output voxels are not isotropic: z {:.6g} vs x {:.6g} {} (the factor z/x would be {:.6g})",
-             voxel.z, voxel.x, input.unit(), input.voxel_size().anisotropy());
-  check_interrupted();
-
-  // Interpolation only: exactly ops' upsample, converted to the output dtype.
-  if (!restorer) {
-    rep.host_bytes = static_cast<double>(input.size_bytes()) + 4.0 * out_nz * ny * nx +
-                     (out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx);
-    Volume up = upsample(input, 0, k, p.interp, out_nz);
-    check_interrupted();
-    Volume out = denormalize(up, Normalizer{0.0, 1.0}, out_dtype, &rep.clip);
-    out.set_voxel_size(voxel);
-    out.set_unit(input.unit());
-    if (rep.clip.below + rep.clip.above > 0) log_warn("{}", rep.clip.summary());
-    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
-    if (report) *report = rep;
-    return out;
-  }
-
-  c10::InferenceMode guard;
-  const Normalizer norm = p.norm ? *p.norm : percentile_normalizer(input);
-  rep.norm = norm;
-  log_info("normalisation (whole volume): [{:.6g}, {:.6g}] -> [0, 1]", norm.lo, norm.hi);
-
+  rep.factor = p.factor;
+  rep.out_nz = reconstructed_nz(shape.z, p.factor);
+  rep.voxel = in_voxel;
+  rep.voxel.z = in_voxel.z / p.factor;  // exact: never rounded to fit the grid
   TileRequest req;
   req.tile = p.tile;
   req.overlap = p.overlap;
@@ -150,8 +108,80 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   req.max_memory_gb = p.max_memory_gb;
   req.cost = p.cost;
   if (p.device.is_cpu()) req.max_batch_pixels = kCpuBatchPixels;
-  rep.xz_plan = plan_tiles(out_nz, nx, req);
-  rep.yz_plan = plan_tiles(out_nz, ny, req);
+  rep.xz_plan = plan_tiles(rep.out_nz, shape.x, req);
+  rep.yz_plan = plan_tiles(rep.out_nz, shape.y, req);
+  return rep;
+}
+
+void fuse_group(at::Tensor xz, at::Tensor map, const at::Tensor& yz, const at::Tensor& yz_m2,
+                int64_t n_var, Fuse f, double range) {
+  if (map.defined()) {
+    // Chan et al.: two sets of n restorations, means mean_xz (in `xz`, not yet fused) and
+    // mean_yz, sums of squared deviations M2_xz (in the map) and M2_yz.
+    at::Tensor d = xz - yz;
+    at::Tensor total = d.mul_(d).mul_(0.5 * static_cast<double>(n_var));
+    if (yz_m2.defined()) total.add_(map).add_(yz_m2);
+    map.copy_(total.div_(2.0 * static_cast<double>(n_var)).sqrt_().mul_(range));
+  }
+  fuse_into(xz, yz, f);
+}
+
+namespace {
+
+void log_geometry(const ReconstructReport& rep, Shape3 shape, VoxelSize in_voxel,
+                  const std::string& unit) {
+  log_info("z factor {} (used exactly): {} -> {} planes, voxel z {:.6g} -> {:.6g} {} (y {:.6g}, x {:.6g})",
+           rep.factor, shape.z, rep.out_nz, in_voxel.z, rep.voxel.z, unit, rep.voxel.y, rep.voxel.x);
+  if (std::abs(rep.voxel.z - rep.voxel.x) > 0.01 * rep.voxel.x)
+    log_warn("output voxels are not isotropic: z {:.6g} vs x {:.6g} {} (the factor z/x would be {:.6g})",
+             rep.voxel.z, rep.voxel.x, unit, in_voxel.anisotropy());
+}
+
+// reconstruct()'s storage: the input in memory, a float32 accumulator of the output's size
+// (the XZ result, then the fused result) and the uncertainty map.
+class MemoryStorage : public ReconstructStorage {
+ public:
+  MemoryStorage(const Volume& input, at::Tensor acc, at::Tensor map, int64_t n_var, Fuse fuse, double range)
+      : input_(input), acc_(std::move(acc)), map_(std::move(map)), n_var_(n_var), fuse_(fuse), range_(range) {}
+
+  Volume read_input(Plane which, int64_t first, int64_t count) override {
+    return extract_block(input_, which, first, count);
+  }
+  void put_xz(int64_t first, int64_t count, const at::Tensor& mean, const at::Tensor& m2) override {
+    acc_.narrow(1, first, count).permute({1, 0, 2}).copy_(mean);
+    if (map_.defined() && m2.defined()) map_.narrow(1, first, count).permute({1, 0, 2}).copy_(m2);
+  }
+  void put_yz(int64_t first, int64_t count, const at::Tensor& mean, const at::Tensor& m2) override {
+    at::Tensor dst = acc_.narrow(2, first, count).permute({2, 0, 1});
+    at::Tensor udst = map_.defined() ? map_.narrow(2, first, count).permute({2, 0, 1}) : at::Tensor();
+    fuse_group(dst, udst, mean, m2, n_var_, fuse_, range_);
+  }
+
+ private:
+  const Volume& input_;
+  at::Tensor acc_, map_;
+  int64_t n_var_;
+  Fuse fuse_;
+  double range_;
+};
+
+}  // namespace
+
+void reconstruct_into(Shape3 shape, VoxelSize in_voxel, const std::string& unit, const ReconstructParams& p,
+                      const SliceRestorer& restorer, ReconstructStorage& storage, bool want_m2,
+                      ReconstructReport* report) {
+  const auto t_start = std::chrono::steady_clock::now();
+  if (!restorer) throw_input("reconstruct_into needs a network (interpolation is ops' upsample)");
+  if (!p.norm) throw_input("reconstruct_into needs the whole volume's normalisation");
+  ReconstructReport rep = plan_reconstruction(shape, in_voxel, p);
+  log_geometry(rep, shape, in_voxel, unit);
+  check_interrupted();
+  c10::InferenceMode guard;
+  const Normalizer norm = *p.norm;
+  rep.norm = norm;
+  const double k = p.factor;
+  const int64_t ny = shape.y, nx = shape.x, out_nz = rep.out_nz;
+  log_info("normalisation (whole volume): [{:.6g}, {:.6g}] -> [0, 1]", norm.lo, norm.hi);
   log_info("tiling: {}; {}; batch {}, about {:.2f} GB per forward pass (budget {} GB)",
            plan_text("XZ", out_nz, nx, rep.xz_plan), plan_text("YZ", out_nz, ny, rep.yz_plan),
            rep.xz_plan.batch, std::max(rep.xz_plan.bytes_per_batch, rep.yz_plan.bytes_per_batch) / kGiB,
@@ -162,25 +192,8 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   if (p.tta)
     log_info("test-time augmentation: each slice restored 4 times (as it is, flipped along x or y, "
              "along z, both), flipped back and averaged");
-
-  // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
-  const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;
-  const double map_bytes = uncertainty ? 4.0 * out_nz * ny * nx : 0.0;
-  log_info("host memory: about {:.2f} GB (input {:.2f}, float32 accumulator {:.2f}, output {:.2f}, "
-           "{}planes in flight <= 0.25)",
-           (double(input.size_bytes()) + 4.0 * out_nz * ny * nx + out_bytes + map_bytes) / kGiB + 0.25,
-           double(input.size_bytes()) / kGiB, 4.0 * out_nz * ny * nx / kGiB, out_bytes / kGiB,
-           uncertainty ? fmt::format("uncertainty map {:.2f}, ", map_bytes / kGiB) : "");
-  Volume acc(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
-  at::Tensor acc_t = to_tensor(acc).data;
   const double lo = norm.lo, scale = norm.scale();
-  const double range = norm.hi > norm.lo ? norm.hi - norm.lo : 1.0;  // as the denormalisation
-  Volume umap;
-  at::Tensor umap_t;
-  if (uncertainty) {
-    umap = Volume(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
-    umap_t = to_tensor(umap).data;
-  }
+  const int64_t multiple = std::max<int64_t>(1, storage.group_multiple());
 
   // The bar counts restorations of a slice (4 per slice with TTA), so rate and ETA cover
   // the whole job.
@@ -197,18 +210,24 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
     // the flipped-back result, the running mean, M2 and two temporaries.
     const double plane_bytes = (p.tta ? 10.0 : 4.0) * 4.0 * double(out_nz) * double(width);
     const int64_t tpp = plan.tiles_per_plane();
-    int64_t group = std::max<int64_t>(1, static_cast<int64_t>(kGroupBytes / plane_bytes));
+    int64_t group = std::max<int64_t>(1, static_cast<int64_t>(p.group_bytes / plane_bytes));
     group = std::max(group, (plan.batch + tpp - 1) / tpp);
+    group = std::max<int64_t>(multiple, group / multiple * multiple);
     group = std::min(group, n_planes);
     group_peak = std::max(group_peak, plane_bytes * double(group));
     for (int64_t first = 0; first < n_planes; first += group) {
       const int64_t count = std::min(group, n_planes - first);
+      if (storage.done(which, first, count)) {
+        done += count * n_var;
+        progress.update(done);
+        continue;
+      }
       at::Tensor up;
       {
         // Float input is normalised before the interpolation (which is linear, so the order
         // does not matter in exact arithmetic): finite values near +-3.4e38 would overflow
         // float32 in the interpolation or in x - lo. Integer input cannot, and keeps its order.
-        Volume raw = extract_block(input, which, first, count);
+        Volume raw = storage.read_input(which, first, count);
         const bool normalised = raw.dtype() == DType::F32;
         if (normalised) normalize_inplace(raw, norm);
         const Volume block = upsample(raw, 0, k, p.interp, out_nz);
@@ -235,39 +254,94 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
         }
         const at::Tensor delta = r - restored;
         restored.add_(delta, 1.0 / static_cast<double>(v + 1));
-        if (uncertainty) {
+        if (want_m2) {
           const at::Tensor d2 = delta.mul(r - restored);
           m2 = m2.defined() ? m2.add_(d2) : d2;
         }
       }
-      at::Tensor dst = xz ? acc_t.narrow(1, first, count).permute({1, 0, 2})
-                          : acc_t.narrow(2, first, count).permute({2, 0, 1});
-      at::Tensor udst;
-      if (uncertainty)
-        udst = xz ? umap_t.narrow(1, first, count).permute({1, 0, 2})
-                  : umap_t.narrow(2, first, count).permute({2, 0, 1});
-      if (xz) {
-        dst.copy_(restored);
-        if (uncertainty && m2.defined()) udst.copy_(m2);
-      } else {
-        if (uncertainty) {
-          // Chan et al.: two sets of n restorations, means mean_xz (in the accumulator, not
-          // yet fused) and mean_yz, sums of squared deviations M2_xz (in the map) and M2_yz.
-          at::Tensor d = dst - restored;
-          at::Tensor total = d.mul_(d).mul_(0.5 * static_cast<double>(n_var));
-          if (m2.defined()) total.add_(udst).add_(m2);
-          udst.copy_(total.div_(2.0 * static_cast<double>(n_var)).sqrt_().mul_(range));
-        }
-        fuse_into(dst, restored, p.fuse);
-      }
+      if (xz)
+        storage.put_xz(first, count, restored, m2);
+      else
+        storage.put_yz(first, count, restored, m2);
       done += count * n_var;
       progress.update(done);
     }
   }
   progress.finish();
-
   rep.planes = ny + nx;
   rep.variants = n_var;
+  rep.host_bytes = group_peak;
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+  if (report) *report = rep;
+}
+
+Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceRestorer& restorer,
+                   ReconstructReport* report, Volume* uncertainty) {
+  const auto t_start = std::chrono::steady_clock::now();
+  if (input.empty()) throw_input("cannot reconstruct an empty volume ({})", to_string(input.shape()));
+  if (!restorer && p.tta)
+    throw_input("test-time augmentation needs a network: interpolation has no restorations to average");
+  if (!restorer && uncertainty)
+    throw_input("the uncertainty map needs a network: it is the spread of the network's XZ and YZ "
+                "restorations, and interpolation has none");
+  const DType out_dtype = p.out_dtype.value_or(input.dtype());
+  const int64_t ny = input.ny(), nx = input.nx();
+
+  // Interpolation only: exactly ops' upsample, converted to the output dtype.
+  if (!restorer) {
+    if (!std::isfinite(p.factor) || p.factor < 1.0)
+      throw_input("z factor {} must be a finite number >= 1", p.factor);
+    ReconstructReport rep;
+    rep.factor = p.factor;
+    rep.out_nz = reconstructed_nz(input.nz(), p.factor);
+    rep.voxel = input.voxel_size();
+    rep.voxel.z = input.voxel_size().z / p.factor;
+    log_geometry(rep, input.shape(), input.voxel_size(), input.unit());
+    check_interrupted();
+    const int64_t out_nz = rep.out_nz;
+    rep.host_bytes = static_cast<double>(input.size_bytes()) + 4.0 * out_nz * ny * nx +
+                     (out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx);
+    Volume up = upsample(input, 0, p.factor, p.interp, out_nz);
+    check_interrupted();
+    Volume out = denormalize(up, Normalizer{0.0, 1.0}, out_dtype, &rep.clip);
+    out.set_voxel_size(rep.voxel);
+    out.set_unit(input.unit());
+    if (rep.clip.below + rep.clip.above > 0) log_warn("{}", rep.clip.summary());
+    rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count();
+    if (report) *report = rep;
+    return out;
+  }
+
+  ReconstructParams params = p;
+  if (!params.norm) params.norm = percentile_normalizer(input);
+  const Normalizer norm = *params.norm;
+  ReconstructReport rep = plan_reconstruction(input.shape(), input.voxel_size(), params);
+  const int64_t out_nz = rep.out_nz;
+  const VoxelSize voxel = rep.voxel;
+
+  // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
+  const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;
+  const double map_bytes = uncertainty ? 4.0 * out_nz * ny * nx : 0.0;
+  log_info("host memory: about {:.2f} GB (input {:.2f}, float32 accumulator {:.2f}, output {:.2f}, "
+           "{}planes in flight <= {:.2f})",
+           (double(input.size_bytes()) + 4.0 * out_nz * ny * nx + out_bytes + map_bytes + p.group_bytes) / kGiB,
+           double(input.size_bytes()) / kGiB, 4.0 * out_nz * ny * nx / kGiB, out_bytes / kGiB,
+           uncertainty ? fmt::format("uncertainty map {:.2f}, ", map_bytes / kGiB) : "", p.group_bytes / kGiB);
+  Volume acc(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
+  at::Tensor acc_t = to_tensor(acc).data;
+  const double range = norm.hi > norm.lo ? norm.hi - norm.lo : 1.0;  // as the denormalisation
+  Volume umap;
+  at::Tensor umap_t;
+  if (uncertainty) {
+    umap = Volume(Shape3{out_nz, ny, nx}, DType::F32, voxel, input.unit());
+    umap_t = to_tensor(umap).data;
+  }
+  {
+    MemoryStorage storage(input, acc_t, umap_t, p.tta ? 4 : 1, p.fuse, range);
+    reconstruct_into(input.shape(), input.voxel_size(), input.unit(), params, restorer, storage,
+                     uncertainty != nullptr, &rep);
+  }
+  const double group_peak = rep.host_bytes;
   rep.host_bytes =
       static_cast<double>(input.size_bytes()) + double(acc.size_bytes()) + out_bytes + map_bytes + group_peak;
 
