@@ -9,6 +9,8 @@ packages=(
   libtiff-dev libpng-dev zlib1g-dev libpugixml-dev nlohmann-json3-dev
   libblosc-dev libzstd-dev libhdf5-dev
   libcli11-dev libfmt-dev
+  # MPI (the streamed restore over the ranks of `mpirun`); the binary runs without it too.
+  libopenmpi-dev openmpi-bin
   libgtest-dev libgmock-dev libbenchmark-dev
   # Test-only: the real clients that judge the files isoprompt writes (ImageJ 1.x needs
   # an X display even in batch mode, hence Xvfb; tifffile is napari's TIFF reader;

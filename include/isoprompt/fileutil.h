@@ -14,6 +14,10 @@ class AtomicOutput {
   // (renameat2 RENAME_EXCHANGE) and removes the old one.
   enum Kind { File, Directory };
   explicit AtomicOutput(std::string final_path, Kind kind = File);
+  // Resumable: the temporary is `kept_temp`, a fixed path the caller chooses, and it is kept
+  // when the output is not committed (no clean-up on destruction or SIGTERM), so that a
+  // later run can continue filling it.
+  AtomicOutput(std::string final_path, Kind kind, std::string kept_temp);
   ~AtomicOutput();  // removes the temporary file (or directory) unless commit() ran
   AtomicOutput(const AtomicOutput&) = delete;
   AtomicOutput& operator=(const AtomicOutput&) = delete;
@@ -26,6 +30,7 @@ class AtomicOutput {
   std::string final_, temp_;
   Kind kind_ = File;
   bool committed_ = false;
+  bool keep_ = false;
 };
 
 // Unlinks the temporary files of every AtomicOutput not yet committed. Async-signal-safe:

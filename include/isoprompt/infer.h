@@ -229,6 +229,9 @@ class ReconstructStorage {
   /// Groups start at multiples of this (chunk boundaries of the storage) and hold a multiple
   /// of it, except the last.
   virtual int64_t group_multiple() const { return 1; }
+  /// Called after the last group of each pass (the ranks of an MPI job meet there: the YZ
+  /// pass reads XZ results other ranks wrote).
+  virtual void pass_done(Plane /*which*/) {}
 };
 
 /// Fuses one group: `xz` holds the XZ means and receives the fused result (in place), and,

@@ -108,6 +108,11 @@ struct ZarrWriteOptions {
   ZarrCompressor compressor = ZarrCompressor::BloscLz4;
   Shape3 chunks{0, 0, 0};  // z, y, x edge of a chunk; 0: automatic (at most 32, 256, 256)
   int levels = 1;          // multiscales levels: 1 = full resolution only; each more halves y, x
+  // Resumable writing (ZarrWriter only): build the store in this directory instead of a
+  // hidden temporary one, keep it when the writer is destroyed without commit(), and, when
+  // it already holds a store of the same layout, continue: chunk files are written
+  // atomically, so a chunk that is there is whole (ZarrWriter::has_chunk).
+  std::string resume_dir;
 };
 
 struct WriteOptions {

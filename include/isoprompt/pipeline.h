@@ -49,7 +49,14 @@ struct RestoreJob {
   std::optional<Interp> interp;  // unset: the prompt's, else the backbone's input interp
   Fuse fuse = Fuse::Mean;
   int64_t tile = 0, overlap = -1, batch = 0;  // 0 / -1: automatic (see ReconstructParams)
-  double max_memory_gb = 4.0;
+  double tile_memory_gb = 4.0;  // working memory of one forward pass (automatic tiles)
+  // Host memory for the whole job, GB; 0: half of the machine's memory. A job that would
+  // need more in memory is streamed: read box by box, reconstructed slab by slab through a
+  // scratch directory, written chunk by chunk (docs/streaming.md).
+  double max_memory_gb = 0;
+  // Where the streamed job keeps its scratch stores ("": beside the output). A rerun of an
+  // interrupted job continues from what its scratch directory holds.
+  std::string scratch;
   std::optional<DType> out_dtype;  // unset: the input's
   bool tta = false;
   // restore: write the interpolation when the tuned model is not better on the stack's
@@ -84,6 +91,8 @@ struct RestoreOutcome {
   Interp interp = Interp::BSpline3;                                   // the z interpolation used
   Fuse fuse = Fuse::Mean;
   ReconstructReport report;
+  bool streamed = false;  // the job did not fit max_memory_gb and was streamed
+  bool resumed = false;   // streamed, continuing an interrupted run's scratch directory
   WrittenVolume written;
   bool wrote_uncertainty = false;
   WrittenVolume uncertainty;

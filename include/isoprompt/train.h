@@ -21,6 +21,7 @@
 #include <cstdint>
 #include <map>
 #include <memory>
+#include <optional>
 #include <random>
 #include <string>
 #include <utility>
@@ -86,6 +87,9 @@ struct PairOptions {
   DegradeParams degrade;                     // model/PSF/noise; its factor is overwritten by `factor`
   Interp interp = Interp::Keys;              // the interpolation inference applies to z
   double pmin = 1.0, pmax = 99.8;            // whole-volume normalisation percentiles
+  // The normalisation itself, when the sampler sees only some of the volume's planes (a
+  // streamed volume): then pmin/pmax are not used.
+  std::optional<Normalizer> norm;
   double val_fraction = 0.1;                 // held-out z-planes (at least one when nz >= 2)
   int64_t crop_min = 64, crop_max = 128;     // square crops, sizes multiples of 8, clamped
   bool flips = true;                         // horizontal and vertical flips (never transposes)
@@ -158,6 +162,9 @@ struct TuneParams {
   DegradeParams degrade;
   Interp interp = Interp::Keys;  // the backbone was pretrained on Keys-upsampled inputs
   double pmin = 1.0, pmax = 99.8;
+  // The whole volume's normalisation at pmin/pmax, when `tune` gets only some of its planes
+  // (a volume streamed from disk); unset: computed from the planes given.
+  std::optional<Normalizer> norm;
   double val_fraction = 0.1;
   int64_t val_crops = 16;      // validation pairs (crop_max side, clamped)
   int64_t eval_every = 25;     // steps between validations (and at the end)

@@ -144,6 +144,10 @@ class ZarrWriter {
   // Planes z0 .. z0 + n - 1 (whole XY planes, C order) of every level. z0 must be a multiple
   // of chunk_shape().z and n must be chunk_shape().z, or what is left of the image.
   void write_slab(int64_t z0, int64_t n, const void* planes);
+  // Level-0 chunk (cz, cy, cx) is in the store (written now or, resuming, by an earlier run).
+  bool has_chunk(int64_t cz, int64_t cy, int64_t cx) const;
+  // Where the store is being built (ZarrWriteOptions::resume_dir, or the hidden temporary).
+  const std::string& build_dir() const;
   // Throws Error when a level-0 chunk was never written; then renames the store into place.
   void commit();
 

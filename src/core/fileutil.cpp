@@ -77,7 +77,13 @@ AtomicOutput::AtomicOutput(std::string final_path, Kind kind) : final_(std::move
   register_pending(temp_.c_str());
 }
 
+AtomicOutput::AtomicOutput(std::string final_path, Kind kind, std::string kept_temp)
+    : final_(std::move(final_path)), temp_(std::move(kept_temp)), kind_(kind), keep_(true) {
+  while (kind_ == Directory && final_.size() > 1 && final_.back() == '/') final_.pop_back();
+}
+
 AtomicOutput::~AtomicOutput() {
+  if (keep_) return;
   unregister_pending(temp_.c_str());
   if (committed_) return;
   if (kind_ == Directory) {

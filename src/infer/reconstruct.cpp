@@ -266,6 +266,7 @@ void reconstruct_into(Shape3 shape, VoxelSize in_voxel, const std::string& unit,
       done += count * n_var;
       progress.update(done);
     }
+    storage.pass_done(which);
   }
   progress.finish();
   rep.planes = ny + nx;

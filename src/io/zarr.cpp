@@ -596,12 +596,11 @@ ZarrWriter::ZarrWriter(const std::string& path, Shape3 shape, DType dtype, Voxel
                                       ceil_div(shape.x, chunks_.x)),
                   0);
 
-  out_ = std::make_unique<AtomicOutput>(store, AtomicOutput::Directory);
+  const bool resume = !opts.resume_dir.empty();
+  out_ = resume ? std::make_unique<AtomicOutput>(store, AtomicOutput::Directory, opts.resume_dir)
+                : std::make_unique<AtomicOutput>(store, AtomicOutput::Directory);
   const fs::path tmp(out_->temp_path());
   std::error_code ec;
-  fs::remove_all(tmp, ec);  // a same-PID leftover of an earlier, killed run
-  if (!fs::create_directory(tmp, ec))
-    throw_input("cannot create {}: {}", tmp.string(), ec ? ec.message() : "exists");
 
   // Metadata: voxel size as the scale of each level, in micrometres when it is a length.
   const double f = unit_to_micron(unit);
@@ -643,13 +642,9 @@ ZarrWriter::ZarrWriter(const std::string& path, Shape3 shape, DType dtype, Voxel
   }
   nlohmann::json zattrs = nlohmann::json::object();
   zattrs["multiscales"] = nlohmann::json::array({ms});
-  io::write_text_file((tmp / ".zgroup").string(), "{\n    \"zarr_format\": 2\n}\n", path);
-  io::write_text_file((tmp / ".zattrs").string(), zattrs.dump(4) + "\n", path);
+  std::vector<std::string> zarrays;
   for (size_t l = 0; l < level_shapes_.size(); ++l) {
     const Shape3 s = level_shapes_[l];
-    const fs::path dir = tmp / std::to_string(l);
-    if (!fs::create_directory(dir, ec))
-      throw_input("cannot create {}: {}", dir.string(), ec.message());
     const nlohmann::json za = {
         {"zarr_format", 2},
         {"shape", {s.z, s.y, s.x}},
@@ -660,8 +655,52 @@ ZarrWriter::ZarrWriter(const std::string& path, Shape3 shape, DType dtype, Voxel
         {"filters", nullptr},
         {"order", "C"},
         {"dimension_separator", "."}};
-    io::write_text_file((dir / ".zarray").string(), za.dump(4) + "\n", path);
+    zarrays.push_back(za.dump(4) + "\n");
   }
+  const std::string zattrs_text = zattrs.dump(4) + "\n";
+  if (resume) {
+    // The same layout: keep the chunks an earlier run wrote. Anything else is started over.
+    bool same = io::is_dir(tmp);
+    try {
+      same = same && io::read_small_file((tmp / ".zattrs").string(), 1 << 20) == zattrs_text;
+      for (size_t l = 0; same && l < zarrays.size(); ++l)
+        same = io::read_small_file((tmp / std::to_string(l) / ".zarray").string(), 1 << 20) == zarrays[l];
+    } catch (const InputError&) {
+      same = false;
+    }
+    if (same) {
+      const int64_t gz = ceil_div(shape.z, chunks_.z), gy = ceil_div(shape.y, chunks_.y),
+                    gx = ceil_div(shape.x, chunks_.x);
+      int64_t kept = 0;
+      for (int64_t i = 0; i < gz * gy * gx; ++i)
+        if (io::is_file(tmp / "0" / fmt::format("{}.{}.{}", i / (gy * gx), i / gx % gy, i % gx))) {
+          written_[static_cast<size_t>(i)] = 1;
+          ++kept;
+        }
+      log_info("{}: continuing in {} ({} of {} chunks already written)", path, tmp.string(), kept, gz * gy * gx);
+      return;
+    }
+  }
+  fs::remove_all(tmp, ec);  // a leftover of an earlier, killed run (same PID, or another layout)
+  if (!fs::create_directories(tmp, ec))
+    throw_input("cannot create {}: {}", tmp.string(), ec ? ec.message() : "exists");
+  io::write_text_file((tmp / ".zgroup").string(), "{\n    \"zarr_format\": 2\n}\n", path);
+  io::write_text_file((tmp / ".zattrs").string(), zattrs_text, path);
+  for (size_t l = 0; l < level_shapes_.size(); ++l) {
+    const fs::path dir = tmp / std::to_string(l);
+    if (!fs::create_directory(dir, ec))
+      throw_input("cannot create {}: {}", dir.string(), ec.message());
+    io::write_text_file((dir / ".zarray").string(), zarrays[l], path);
+  }
+}
+
+bool ZarrWriter::has_chunk(int64_t cz, int64_t cy, int64_t cx) const {
+  const int64_t gy = ceil_div(shape_.y, chunks_.y), gx = ceil_div(shape_.x, chunks_.x);
+  return written_[static_cast<size_t>((cz * gy + cy) * gx + cx)] != 0;
+}
+
+const std::string& ZarrWriter::build_dir() const {
+  return out_->temp_path();
 }
 
 ZarrWriter::~ZarrWriter() = default;
@@ -688,13 +727,18 @@ void ZarrWriter::write_level_chunk(int level, int64_t cz, int64_t cy, int64_t cx
   const std::string file =
       (fs::path(out_->temp_path()) / std::to_string(level) / fmt::format("{}.{}.{}", cz, cy, cx))
           .string();
-  std::FILE* fp = std::fopen(file.c_str(), "wb");
-  if (!fp) throw Error(fmt::format("cannot create {}: {}", file, std::strerror(errno)));
+  // Resumable stores: written aside and renamed, so a chunk file that exists is whole.
+  const bool atomic = !opts_.resume_dir.empty();
+  const std::string part = atomic ? file + ".part" : file;
+  std::FILE* fp = std::fopen(part.c_str(), "wb");
+  if (!fp) throw Error(fmt::format("cannot create {}: {}", part, std::strerror(errno)));
   const bool ok = std::fwrite(enc.data(), 1, enc.size(), fp) == enc.size();
   const int err = errno;
   if (std::fclose(fp) != 0 || !ok)
     throw Error(
         fmt::format("cannot write {}: {} (disk full?)", path_, std::strerror(ok ? errno : err)));
+  if (atomic && std::rename(part.c_str(), file.c_str()) != 0)
+    throw Error(fmt::format("cannot rename {} to {}: {}", part, file, std::strerror(errno)));
 }
 
 void ZarrWriter::write_chunk(int64_t cz, int64_t cy, int64_t cx, const void* block) {

@@ -1,5 +1,6 @@
 #include "isoprompt/pipeline.h"
 
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cmath>
@@ -13,11 +14,16 @@
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
 #include "isoprompt/restore.h"
+#include "isoprompt/planes.h"
+#include "isoprompt/ranks.h"
 #include "isoprompt/tensor.h"
+#include "stream.h"
 
 namespace isoprompt {
 
 namespace {
+
+constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 
 std::string num(double v) {
   return fmt::format("{:.6g}", v);
@@ -60,14 +66,45 @@ std::vector<std::string> job_inputs(const RestoreJob& job) {
   return {job.input, job.backbone, job.prompt, job.tune_params.resume_from};
 }
 
+// The job's input: in memory, or, when the job does not fit its memory budget, streamed
+// from disk (stream.h) with the planes tuning needs read into memory.
+struct InputStack {
+  Volume whole;
+  std::unique_ptr<stream::Scratch> scratch;
+  std::unique_ptr<stream::Input> streamed;
+  Volume tuning;  // streamed: the XY planes tuning sees (read on first use)
+  bool calibrated = false;
+  double budget = 0;  // bytes
+
+  VoxelSize voxel_size() const { return streamed ? streamed->voxel_size() : whole.voxel_size(); }
+  void set_voxel_size(VoxelSize v) {
+    if (streamed) {
+      streamed->set_voxel_size(v);
+      if (!tuning.empty()) tuning.set_voxel_size(v);
+    } else {
+      whole.set_voxel_size(v);
+    }
+  }
+  // What tune and the bank see: the volume, or (streamed) as many XY planes as a quarter of
+  // the budget holds.
+  const Volume& tune_volume() {
+    if (!streamed) return whole;
+    if (tuning.empty()) tuning = streamed->tuning_planes(budget / 4);
+    return tuning;
+  }
+  Normalizer normalizer(double pmin, double pmax) const {
+    return streamed ? streamed->normalizer(pmin, pmax) : percentile_normalizer(whole, pmin, pmax);
+  }
+};
+
 // The z factor: job.factor, or z-step / xy-pixel from the calibration (or the prompt's
 // factor for an uncalibrated stack). An uncalibrated stack gets voxel (K, 1, 1) so the
 // output voxel is (1, 1, 1).
-double resolve_factor(const RestoreJob& job, Volume& v, bool calibrated, double prompt_factor) {
+double resolve_factor(const RestoreJob& job, InputStack& v, bool calibrated, double prompt_factor) {
   double k = job.factor;
   if (k == 0) {
     if (calibrated) {
-      const VoxelSize& vs = v.voxel_size();
+      const VoxelSize vs = v.voxel_size();
       k = vs.anisotropy();
       if (vs.y != vs.x)
         log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
@@ -95,7 +132,7 @@ double resolve_factor(const RestoreJob& job, Volume& v, bool calibrated, double 
   return k;
 }
 
-ReconstructParams recon_params(const RestoreJob& job, double k, Interp interp, const Volume& v) {
+ReconstructParams recon_params(const RestoreJob& job, double k, Interp interp, const InputStack& in) {
   ReconstructParams p;
   p.factor = k;
   p.interp = interp;
@@ -103,9 +140,14 @@ ReconstructParams recon_params(const RestoreJob& job, double k, Interp interp, c
   p.tile = job.tile;
   p.overlap = job.overlap;
   p.batch = job.batch;
-  p.max_memory_gb = job.max_memory_gb;
+  p.max_memory_gb = job.tile_memory_gb;
+  if (in.streamed) {
+    // Within the job's budget: a quarter for a forward pass on the CPU, an eighth in flight.
+    if (job.device.is_cpu()) p.max_memory_gb = std::min(p.max_memory_gb, in.budget / 4 / kGiB);
+    p.group_bytes = std::min(p.group_bytes, in.budget / 8);
+  }
   p.device = job.device;
-  p.out_dtype = job.out_dtype ? *job.out_dtype : v.dtype();
+  p.out_dtype = job.out_dtype ? *job.out_dtype : (in.streamed ? in.streamed->dtype() : in.whole.dtype());
   p.tta = job.tta;
   return p;
 }
@@ -126,10 +168,67 @@ struct Models {
 
 // Reconstructs `v` with the model in `models` (none: interpolation) and writes the output
 // and the uncertainty map. `out` gets what was written.
-void reconstruct_and_write(const RestoreJob& job, const Volume& v, Method method, double k,
+// The streamed form of reconstruct_and_write: the same notes, the same restorers.
+void stream_and_write(const RestoreJob& job, InputStack& in, Method method, ReconstructParams p,
+                      Models& models, FileNotes notes, RestoreOutcome& out) {
+  SliceRestorer restorer;
+  std::string map_path = job.uncertainty;
+  if (method == Method::Interp) {
+    if (job.tta) log_warn("--tta has no effect: the output is the interpolation");
+    if (!map_path.empty())
+      log_warn(
+          "--uncertainty: {} is not written: the output is the interpolation, which has no "
+          "restorations to compare",
+          job.uncertainty);
+    p.tta = false;
+    map_path.clear();
+    notes.insert(notes.begin(), {"interp", interp_name(p.interp)});
+  } else if (method == Method::UNet) {
+    p.cost = unet_cost(models.unet->config());
+    models.unet->to(p.device);
+    restorer = unet_restorer(models.unet);
+  } else {
+    p.cost = swin_cost(models.prompted.backbone().config);
+    models.prompted.to(p.device);
+    restorer = model_restorer(models.prompted);
+  }
+  out.method = method;
+  out.interp = p.interp;
+  out.fuse = p.fuse;
+  WriteOptions wo;
+  wo.notes = {{"method", method_name(method)}, {"factor", num(p.factor)}};
+  if (p.tta) wo.notes.emplace_back("tta", "4 flips (none, x or y, z, both), averaged");
+  wo.notes.insert(wo.notes.end(), notes.begin(), notes.end());
+  WriteOptions uo;
+  uo.notes = {{"method", method_name(method)},
+              {"factor", num(p.factor)},
+              {"map", "uncertainty"},
+              {"uncertainty", uncertainty_definition(p.tta)},
+              {"output", job.output}};
+  const stream::Written w = stream::reconstruct(*in.streamed, *in.scratch, p, restorer, job.output, wo,
+                                                map_path, uo, in.budget);
+  out.report = w.report;
+  out.notes = wo.notes;
+  const VoxelSize voxel = w.report.voxel;
+  const std::string unit = in.streamed->unit();
+  out.written = {job.output, w.shape, w.dtype, voxel, unit};
+  if (w.wrote_map) {
+    out.wrote_uncertainty = true;
+    out.uncertainty = {job.uncertainty, w.shape, DType::F32, voxel, unit};
+    out.uncertainty_mean = w.map_mean;
+    out.uncertainty_max = w.map_max;
+  }
+}
+
+void reconstruct_and_write(const RestoreJob& job, InputStack& in, Method method, double k,
                            Interp interp, Models& models, const c10::optional<Normalizer>& norm,
                            FileNotes notes, RestoreOutcome& out) {
-  ReconstructParams p = recon_params(job, k, interp, v);
+  ReconstructParams p = recon_params(job, k, interp, in);
+  if (in.streamed) {
+    p.norm = norm;
+    return stream_and_write(job, in, method, p, models, std::move(notes), out);
+  }
+  const Volume& v = in.whole;
   Volume result, umap;
   Volume* want_map = job.uncertainty.empty() ? nullptr : &umap;
   if (method == Method::Interp) {
@@ -219,11 +318,93 @@ void write_job_report(const RestoreJob& job, const Volume& input, const Volume& 
   out.wrote_report = true;
 }
 
-Volume read_input(const RestoreJob& job, bool* calibrated) {
-  TiffFileInfo fi;
-  Volume v = read_volume(job.input, job.read, &fi);
-  *calibrated = fi.calibrated;
-  return v;
+// What a rerun must share with an interrupted streamed run to continue from its scratch
+// directory: the input (path, size, time of change), the models and every parameter that
+// changes the result.
+std::string job_fingerprint(const RestoreJob& job, const std::string& model_hash) {
+  auto identity = [](const std::string& path) {
+    if (path.empty()) return std::string("-");
+    std::string file = parse_volume_path(path).file;
+    if (parse_volume_path(path).format == VolumeFormat::Zarr) {
+      std::error_code ec;
+      for (const char* meta : {"/.zattrs", "/.zarray", "/0/.zarray"})
+        if (std::filesystem::exists(file + meta, ec)) {
+          file += meta;
+          break;
+        }
+    }
+    struct stat st {};
+    if (::stat(file.c_str(), &st) != 0) return path + " (missing)";
+    return fmt::format("{} size {} mtime {}.{:09d}", path, st.st_size, st.st_mtim.tv_sec, st.st_mtim.tv_nsec);
+  };
+  const TuneParams& t = job.tune_params;
+  std::string f = fmt::format("isoprompt {}\n", ISOPROMPT_VERSION);
+  f += fmt::format("input {}\nchannel {} time {} nan {}\n", identity(job.input), job.read.channel,
+                   job.read.time, static_cast<int>(job.read.nan));
+  f += fmt::format("output {}\nuncertainty {}\n", job.output, job.uncertainty);
+  f += fmt::format("method {} tune {} model {}\nprompt {}\n", method_name(job.method), job.tune, model_hash,
+                   identity(job.prompt));
+  f += fmt::format("factor {:.17g} interp {} fuse {} tile {} overlap {} batch {} tile_memory {:.17g} tta {}\n",
+                   job.factor, job.interp ? interp_name(*job.interp) : "auto", fuse_name(job.fuse), job.tile,
+                   job.overlap, job.batch, job.tile_memory_gb, job.tta);
+  f += fmt::format("out_dtype {} fallback {} bank {} resume {}\n",
+                   job.out_dtype ? dtype_name(*job.out_dtype) : "input", job.fallback_to_interp, job.bank,
+                   identity(t.resume_from));
+  f += fmt::format("tune steps {} lr {:.17g} min_lr {:.17g} batch {} crops {}-{} seed {} pmin {:.17g} pmax {:.17g} "
+                   "val {:.17g} val_crops {} eval_every {} cache {} budget {:.17g} prompt {} {} {} at {}\n",
+                   t.steps, t.lr, t.min_lr_ratio, t.batch, t.crop_min, t.crop_max, t.seed, t.pmin, t.pmax,
+                   t.val_fraction, t.val_crops, t.eval_every, t.cache_crops, t.time_budget_s, t.prompt.num_prompts,
+                   t.prompt.attn_dim, t.prompt.query_rank, static_cast<int>(t.prompt.placement));
+  f += fmt::format("degrade {} fwhm {:.17g} sigma {:.17g} profile {} poisson {:.17g} gauss {:.17g} seed {}\n",
+                   degrade_model_name(t.degrade.model), t.degrade.psf_fwhm_um, t.degrade.psf_sigma_px,
+                   t.degrade.psf_profile.size(), t.degrade.poisson_peak, t.degrade.gaussian_sigma, t.degrade.seed);
+  return f;
+}
+
+// Reads the input whole when the job fits its memory budget, else opens it for streaming.
+InputStack open_input(const RestoreJob& job, Method method, const std::string& model_hash) {
+  InputStack in;
+  const double budget_gb = job.max_memory_gb > 0 ? job.max_memory_gb : stream::default_max_memory_gb();
+  in.budget = budget_gb * kGiB;
+  double need = 0;
+  {
+    const PlaneReader probe(job.input, job.read);
+    const Shape3 s = probe.shape();
+    // Before the factor is resolved: the calibration's, or the largest the flag allows.
+    const VoxelSize vs = probe.voxel_size();
+    const double k = job.factor > 0 ? job.factor : probe.info().calibrated ? std::max(1.0, vs.anisotropy()) : 1.0;
+    need = stream::in_memory_bytes(s, probe.dtype(), k, job.out_dtype.value_or(probe.dtype()),
+                                   !job.uncertainty.empty() && method != Method::Interp);
+  }
+  // Under mpirun the ranks share the work slab by slab: always the streamed job.
+  if (need <= in.budget && Ranks::size() == 1) {
+    TiffFileInfo fi;
+    in.whole = read_volume(job.input, job.read, &fi);
+    in.calibrated = fi.calibrated;
+    return in;
+  }
+  if (Ranks::size() > 1)
+    log_info("mpirun: {} ranks share the job slab by slab", Ranks::size());
+  else
+    log_info("the job needs about {:.2f} GB in memory, over --max-memory {:.2f} GB: streaming it", need / kGiB,
+             budget_gb);
+  if (!job.report.empty())
+    throw_input(
+        "--report needs the volumes in memory, and this job needs about {:.1f} GB, over --max-memory {:.1f} GB: "
+        "raise --max-memory or drop --report",
+        need / kGiB, budget_gb);
+  in.scratch = std::make_unique<stream::Scratch>(job, job_fingerprint(job, model_hash));
+  in.streamed = std::make_unique<stream::Input>(job, *in.scratch, in.budget);
+  in.calibrated = in.streamed->calibrated();
+  return in;
+}
+
+// After a streamed job: its scratch directory is no longer needed.
+void finish_input(InputStack& in, RestoreOutcome& out) {
+  if (!in.scratch) return;
+  out.streamed = true;
+  out.resumed = in.scratch->resumed();
+  in.scratch->remove();
 }
 
 // The backbone file of a job: its own, or the shipped default.
@@ -281,9 +462,9 @@ RestoreOutcome run_predict(const RestoreJob& job) {
              job.prompt, out.info.steps, num(out.info.val_psnr), start_name(method),
              num(out.info.zero_shot_psnr), interp_name(out.info.interp), num(out.info.interp_psnr));
 
-  bool calibrated = false;
-  Volume v = read_input(job, &calibrated);
-  const double k = resolve_factor(job, v, calibrated, out.have_info ? out.info.factor : 0.0);
+  InputStack v = open_input(job, method,
+                             uses_backbone(method) ? models.backbone.hash : out.have_info ? out.info.backbone_hash : "");
+  const double k = resolve_factor(job, v, v.calibrated, out.have_info ? out.info.factor : 0.0);
   const Backbone* bb = uses_backbone(method) ? &models.backbone : nullptr;
   Interp interp = job.interp ? *job.interp : resolve_interp("auto", bb);
   if (out.have_info) {
@@ -296,10 +477,11 @@ RestoreOutcome run_predict(const RestoreJob& job) {
   c10::optional<Normalizer> norm;
   // This volume's own percentiles, at the levels the prompt was tuned with.
   if (out.have_info)
-    norm = percentile_normalizer(v, out.info.pmin, out.info.pmax);
+    norm = v.normalizer(out.info.pmin, out.info.pmax);
   else if (method == Method::ZeroShot)
-    norm = percentile_normalizer(v, job.tune_params.pmin, job.tune_params.pmax);
+    norm = v.normalizer(job.tune_params.pmin, job.tune_params.pmax);
   reconstruct_and_write(job, v, method, k, interp, models, norm, {}, out);
+  finish_input(v, out);
   return out;
 }
 
@@ -320,7 +502,7 @@ void log_bank_choice(const std::string& dir, const BankChoice& c) {
 }
 
 // Adds a tuned prompt to job.bank; returns its entry name.
-std::string add_to_bank(const RestoreJob& job, const Volume& v, const TuneResult& r) {
+std::string add_to_bank(const RestoreJob& job, const InputStack& v, const TuneResult& r) {
   BankEntry what;
   what.name = job.bank_name;
   if (what.name.empty()) {
@@ -333,7 +515,7 @@ std::string add_to_bank(const RestoreJob& job, const Volume& v, const TuneResult
   what.tag = job.bank_tag;
   what.source = job.input;
   what.voxel = v.voxel_size();
-  what.unit = v.unit();
+  what.unit = v.streamed ? v.streamed->unit() : v.whole.unit();
   // save_prompt writes atomically; the bank copies the file in, then indexes it.
   const std::string tmp = fmt::format("{}/.incoming-{}.prompt.safetensors", job.bank, getpid());
   std::filesystem::create_directories(job.bank);
@@ -372,21 +554,22 @@ RestoreOutcome run_restore(const RestoreJob& job) {
     models.backbone = load_backbone(backbone_path(job), job.device);
     log_backbone(models.backbone);
   }
-  bool calibrated = false;
-  Volume v = read_input(job, &calibrated);
-  const double k = resolve_factor(job, v, calibrated, 0.0);
+  InputStack v = open_input(job, method, uses_backbone(method) ? models.backbone.hash : "");
+  const double k = resolve_factor(job, v, v.calibrated, 0.0);
   const Interp interp =
       job.interp ? *job.interp
                  : resolve_interp("auto", uses_backbone(method) ? &models.backbone : nullptr);
   const TuneParams& base = job.tune_params;
   if (method == Method::Interp) {
     reconstruct_and_write(job, v, method, k, interp, models, c10::nullopt, {}, out);
+    finish_input(v, out);
     return out;
   }
   if (method == Method::ZeroShot) {
     models.prompted = PromptedModel(models.backbone, PromptConfig{}, false);
-    reconstruct_and_write(job, v, method, k, interp, models,
-                          percentile_normalizer(v, base.pmin, base.pmax), {}, out);
+    reconstruct_and_write(job, v, method, k, interp, models, v.normalizer(base.pmin, base.pmax), {},
+                          out);
+    finish_input(v, out);
     return out;
   }
 
@@ -397,7 +580,16 @@ RestoreOutcome run_restore(const RestoreJob& job) {
   tp.factor = k;
   tp.interp = interp;
   tp.device = job.device;
-  if (!job.bank.empty()) {
+  // A streamed stack tunes on some of its planes, with the whole volume's normalisation.
+  if (v.streamed) tp.norm = v.normalizer(tp.pmin, tp.pmax);
+  // A streamed run keeps its tuned state in the scratch directory: a rerun after an
+  // interruption reconstructs with it instead of tuning again.
+  const std::string kept = v.scratch ? v.scratch->path("prompt.safetensors") : "";
+  // Under mpirun rank 0 tunes; the others load its state once it is saved.
+  const bool leader = Ranks::rank() == 0;
+  if (!leader) Ranks::barrier();
+  const bool tuned_before = !kept.empty() && file_exists(kept);
+  if (!job.bank.empty() && !tuned_before) {
     // An empty or missing bank is fine when this run is to start it.
     const PromptBank bank = open_bank(job.bank, !job.bank_add);
     // A name the user chose must be free before the tuning time is spent.
@@ -408,18 +600,30 @@ RestoreOutcome run_restore(const RestoreJob& job) {
           "--bank-name)",
           job.bank, job.bank_name);
     out.used_bank = true;
-    out.bank_choice = choose_prompt(bank, v, models.backbone, tp);
+    out.bank_choice = choose_prompt(bank, v.tune_volume(), models.backbone, tp);
     log_bank_choice(job.bank, out.bank_choice);
     if (out.bank_choice.best >= 0) tp.resume_from = out.bank_choice.path;
   }
-  TuneResult r = method == Method::UNet ? tune(v, tp) : tune(v, models.backbone, tp);
+  TuneResult r;
+  if (tuned_before) {
+    LoadedPrompt lp = method == Method::UNet ? load_unet(kept, job.device) : load_prompt(kept, models.backbone);
+    r.model = lp.model;
+    r.unet = lp.unet;
+    r.info = lp.info;
+    r.evaluated = true;
+    log_info("using the state tuned by the interrupted run ({})", kept);
+  } else {
+    r = method == Method::UNet ? tune(v.tune_volume(), tp) : tune(v.tune_volume(), models.backbone, tp);
+    if (!kept.empty() && !r.cancelled) save_prompt(kept, r);
+  }
+  if (leader && Ranks::size() > 1) Ranks::barrier();
   out.tuned = true;
   out.have_info = true;
   out.info = r.info;
   out.val_history = r.val_history;
   out.loss_history = r.loss_history;
   // An interrupted run never replaces a prompt file with an untrained one.
-  const bool save = !job.prompt_out.empty() && (!r.cancelled || r.evaluated);
+  const bool save = leader && !job.prompt_out.empty() && (!r.cancelled || r.evaluated);
   if (save) {
     save_prompt(job.prompt_out, r);
     out.saved_prompt = true;
@@ -468,6 +672,7 @@ RestoreOutcome run_restore(const RestoreJob& job) {
       out.fell_back = true;
       reconstruct_and_write(job, v, Method::Interp, k, r.info.interp, models, c10::nullopt,
                             std::move(scores), out);
+      finish_input(v, out);
       return out;
     }
     scores.emplace_back("warning", "not better than interpolation on held-out pairs");
@@ -478,7 +683,8 @@ RestoreOutcome run_restore(const RestoreJob& job) {
     models.prompted = r.model;
   reconstruct_and_write(job, v, method, k, interp, models, r.info.norm, std::move(scores), out);
   // After the output: the result the user asked for comes first.
-  if (job.bank_add) out.banked_as = add_to_bank(job, v, r);
+  if (job.bank_add && leader) out.banked_as = add_to_bank(job, v, r);
+  finish_input(v, out);
   return out;
 }
 
@@ -542,7 +748,9 @@ void check_restore_job(const RestoreJob& job) {
     throw_input("--tile {} is too small: use 0 (automatic) or at least 16", job.tile);
   if (job.overlap < -1) throw_input("--overlap {} must be >= 0 (or -1 for automatic)", job.overlap);
   if (job.batch < 0) throw_input("--batch {} must be >= 0 (0 = automatic)", job.batch);
-  if (!(job.max_memory_gb > 0) || !std::isfinite(job.max_memory_gb))
+  if (!(job.tile_memory_gb > 0) || !std::isfinite(job.tile_memory_gb))
+    throw_input("--tile-memory {} must be a positive number of GB", job.tile_memory_gb);
+  if (!(job.max_memory_gb >= 0) || !std::isfinite(job.max_memory_gb))
     throw_input("--max-memory {} must be a positive number of GB", job.max_memory_gb);
   check_input_volume(job.input, "input file");
   if (!job.prompt.empty()) check_input_file(job.prompt, "prompt file");

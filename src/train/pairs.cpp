@@ -35,7 +35,7 @@ PairSampler::PairSampler(const Volume& vol, const PairOptions& opt) : vol_(vol),
     throw_input("validation fraction must be in [0, 1), got {}", opt.val_fraction);
   opt_.degrade.factor = opt.factor;
   validate(opt_.degrade);
-  norm_ = percentile_normalizer(vol, opt.pmin, opt.pmax);
+  norm_ = opt.norm ? *opt.norm : percentile_normalizer(vol, opt.pmin, opt.pmax);
   max_crop_ = std::min({vol.ny(), vol.nx(), opt.crop_max});
 
   const int64_t nz = vol.nz();

@@ -129,6 +129,7 @@ PairOptions pair_options(const TuneParams& params, double factor) {
   po.interp = params.interp;
   po.pmin = params.pmin;
   po.pmax = params.pmax;
+  po.norm = params.norm;
   po.val_fraction = params.val_fraction;
   po.crop_min = params.crop_min;
   po.crop_max = params.crop_max;

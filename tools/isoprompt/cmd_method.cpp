@@ -1,6 +1,8 @@
 // `isoprompt predict` (isotropic reconstruction with a backbone, a prompt, a fully
 // fine-tuned model, a U-Net or interpolation only) and `isoprompt restore` (tune + predict):
 // flags into a RestoreJob, run by the library's pipeline (isoprompt/pipeline.h).
+#include <cmath>
+#include <cstdlib>
 #include <cstdio>
 #include <memory>
 #include <string>
@@ -27,7 +29,8 @@ struct ReconArgs {
   std::string report;       // --report OUT.html: also write the QC report
   bool tta = false;
   int64_t tile = 0, overlap = -1, batch = 0;
-  double max_memory = 4.0;
+  double tile_memory = 4.0;
+  std::string max_memory = "auto", scratch;
   int channel = -1, time = -1;
   CLI::Option* mode_opt = nullptr;
 };
@@ -64,7 +67,15 @@ RestoreJob make_job(const ReconArgs& a) {
   job.tile = a.tile;
   job.overlap = a.overlap;
   job.batch = a.batch;
-  job.max_memory_gb = a.max_memory;
+  job.tile_memory_gb = a.tile_memory;
+  if (a.max_memory != "auto") {
+    char* end = nullptr;
+    const double gb = std::strtod(a.max_memory.c_str(), &end);
+    if (end == a.max_memory.c_str() || *end || !(gb > 0) || !std::isfinite(gb))
+      throw_input("--max-memory {} must be a positive number of GB (or auto)", a.max_memory);
+    job.max_memory_gb = gb;
+  }
+  job.scratch = a.scratch;
   if (!a.dtype.empty()) job.out_dtype = parse_dtype(a.dtype);
   job.tta = a.tta;
   job.device = parse_device(globals().device);
@@ -80,6 +91,9 @@ void print_outcome(const RestoreJob& job, const RestoreOutcome& r) {
               to_string(w.shape).c_str(), dtype_name(w.dtype), num(w.voxel.z).c_str(),
               num(w.voxel.y).c_str(), num(w.voxel.x).c_str(), w.unit.c_str(), method_name(r.method),
               num(r.report.factor).c_str(), how.c_str(), tta ? ", tta" : "");
+  if (r.streamed)
+    std::printf("streamed in slabs (the job did not fit --max-memory)%s\n",
+                r.resumed ? ", continuing an interrupted run" : "");
   if (r.wrote_uncertainty)
     std::printf("wrote %s  %s float32 uncertainty map (%s), mean %s, max %s\n",
                 r.uncertainty.path.c_str(), to_string(r.uncertainty.shape).c_str(),
@@ -141,12 +155,20 @@ void add_recon_flags(CLI::App* c, ReconArgs& a) {
       ->capture_default_str();
   c->add_option("--fuse", a.fuse, "fusion of the XZ and YZ results: mean | geometric")
       ->capture_default_str();
-  c->add_option("--tile", a.tile, "tile edge in px (0 = automatic from --max-memory, else >= 16)")
+  c->add_option("--tile", a.tile, "tile edge in px (0 = automatic from --tile-memory, else >= 16)")
       ->capture_default_str();
   c->add_option("--overlap", a.overlap, "tile overlap in px (-1 = automatic: 32, at most tile/4)")
       ->capture_default_str();
-  c->add_option("--max-memory", a.max_memory, "memory budget of one forward pass, GB")
+  c->add_option("--tile-memory", a.tile_memory,
+                "working memory of one forward pass (a batch of tiles) on the device, GB")
       ->capture_default_str();
+  c->add_option("--max-memory", a.max_memory,
+                "host memory for the whole job, GB (auto = half of the machine's); a job that "
+                "needs more is streamed through a scratch directory in slabs")
+      ->capture_default_str();
+  c->add_option("--scratch", a.scratch,
+                "directory for the streamed job's scratch stores (default: beside the output); a "
+                "rerun of an interrupted job continues from it");
   c->add_option("--batch", a.batch, "tiles per forward pass (0 = automatic)")
       ->capture_default_str();
   c->add_option("--dtype", a.dtype,

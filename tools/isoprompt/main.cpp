@@ -1,12 +1,14 @@
 // isoprompt: isotropic restoration of anisotropic 3D microscopy stacks.
 #include <cstdio>
 #include <exception>
+#include <string>
 
 #include <c10/util/Exception.h>
 
 #include "commands.h"
 #include "isoprompt/error.h"
 #include "isoprompt/log.h"
+#include "isoprompt/ranks.h"
 #include "isoprompt/runtime.h"
 
 namespace isoprompt::cli {
@@ -18,7 +20,8 @@ GlobalOptions& globals() {
 
 void apply_globals() {
   const auto& g = globals();
-  set_log_level(g.quiet ? LogLevel::Warn : g.verbose ? LogLevel::Debug : LogLevel::Info);
+  // Under mpirun, progress and results come from rank 0.
+  set_log_level(g.quiet || Ranks::rank() != 0 ? LogLevel::Warn : g.verbose ? LogLevel::Debug : LogLevel::Info);
   set_threads(g.threads);
   const std::string warn = blas_warning();
   if (!warn.empty()) log_warn("{}", warn);
@@ -60,6 +63,9 @@ int main(int argc, char** argv) {
 
   configure_allocator();
   install_interrupt_handler();
+  Ranks ranks(&argc, &argv);  // MPI when started by mpirun; one rank otherwise
+  int code = 0;
+  std::string message;
   try {
     app.parse(argc, argv);
   } catch (const CLI::CallForHelp& e) {
@@ -69,23 +75,29 @@ int main(int argc, char** argv) {
   } catch (const CLI::CallForVersion& e) {
     return app.exit(e);
   } catch (const CLI::ParseError& e) {
-    std::fprintf(stderr, "error: %s\nRun with --help for usage.\n", e.what());
-    return 2;
+    code = 2;
+    message = fmt::format("error: {}\nRun with --help for usage.", e.what());
   } catch (const Cancelled&) {
-    std::fprintf(stderr, "\ninterrupted: stopped cleanly, no partial output was written\n");
-    return 130;
+    code = 130;
+    message = "\ninterrupted: stopped cleanly, no partial output was written";
   } catch (const InputError& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 2;
+    code = 2;
+    message = fmt::format("error: {}", e.what());
   } catch (const c10::Error& e) {
-    std::fprintf(stderr, "error: internal (torch): %s\n", e.what_without_backtrace());
-    return 1;
+    code = 1;
+    message = fmt::format("error: internal (torch): {}", e.what_without_backtrace());
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "error: out of memory\n");
-    return 1;
+    code = 1;
+    message = "error: out of memory";
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
-    return 1;
+    code = 1;
+    message = fmt::format("error: {}", e.what());
+  }
+  if (code != 0) {
+    // One failed rank fails the whole job (the others may wait for it at a barrier).
+    Ranks::abort(code, message.c_str());
+    std::fprintf(stderr, "%s\n", message.c_str());
+    return code;
   }
   return 0;
 }
