@@ -15,10 +15,25 @@
 // (same voxels, same metadata, same bytes on disk).
 //
 // Reading holds one page (TIFF), one hyperslab (HDF5) or the chunks the planes touch
-// (Zarr) at a time. NanPolicy::Refuse and Keep apply to the planes read (Refuse names the
-// first non-finite voxel's z, y, x in the whole volume); Replace needs each plane's two
-// neighbours and is applied with them (the same values as replace_non_finite on the whole
-// volume).
+// (Zarr) at a time, besides the planes returned; opening reads the metadata only (a TIFF's
+// every IFD is validated then, as read_volume does). The plane reader makes every check
+// read_volume makes except that the volume fits in memory, which is its purpose.
+//
+// NaN/Inf voxels of a float32 volume, by ReadOptions::nan: Keep warns once per reader;
+// Refuse throws InputError naming the first non-finite voxel's z, y, x in the whole
+// volume; Replace reads the planes z0 - 1 and z0 + n too, so each voxel gets the median
+// of its finite 3x3x3 neighbours exactly as replace_non_finite on the whole volume gives.
+// A non-finite voxel with no finite neighbour gets the median of all finite voxels of the
+// volume there, which planes cannot give: read_planes then throws InputError ("--nan
+// replace needs the whole volume in memory here"), unless the planes are the whole volume.
+//
+// Writing holds one plane (TIFF, HDF5 contiguous) or one chunk slab (OME-Zarr: the
+// writer's chunk depth; HDF5 deflate: 32 planes), buffered until it is complete. A float
+// ImageJ TIFF's display range (min/max in its description) is found over the planes and
+// written at commit() into a description field reserved for it in IFD 0: the file then
+// differs from write_volume's (which knows the range up front) by that field's padding (a
+// last line of spaces, which readers skip) and the offsets it moves; every other file is
+// byte for byte write_volume's (HDF5: up to its timestamps).
 #pragma once
 
 #include <cstdint>
@@ -43,11 +58,13 @@ class PlaneReader {
   DType dtype() const;
   VoxelSize voxel_size() const;
   const std::string& unit() const;
-  // What read_volume's TiffFileInfo would say (nan/inf counts only for planes read so far).
+  // What read_volume's TiffFileInfo would say; nan/inf counts are those of the planes read
+  // so far (counted at each read_planes, so planes read twice count twice).
   const TiffFileInfo& info() const;
 
-  // Planes [z0, z0 + n) as an n x ny x nx volume with the file's voxel size and unit.
-  // Throws InputError for planes outside the volume or a corrupt page/chunk.
+  // Planes [z0, z0 + n) as an n x ny x nx volume with the file's voxel size and unit, with
+  // the NaN policy applied (see the top). Throws InputError for planes outside the volume
+  // (n < 1 included) or a corrupt page/chunk.
   Volume read_planes(int64_t z0, int64_t n);
 
  private:
@@ -67,7 +84,8 @@ class PlaneWriter {
   PlaneWriter& operator=(const PlaneWriter&) = delete;
 
   // The next planes in z order (any count >= 1; their total must reach shape().z).
-  // `planes` has the writer's ny, nx and dtype.
+  // `planes` has the writer's ny, nx and dtype, else Error; so are planes past shape().z.
+  // After a failed write (disk full) the writer only refuses, and leaves no file.
   void write_planes(const Volume& planes);
   int64_t planes_written() const;
   // Throws Error unless every plane was written; then renames the output into place.

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "core/nonfinite.h"
 #include "isoprompt/error.h"
 
 namespace isoprompt {
@@ -191,10 +192,17 @@ NonFiniteReport find_non_finite(const Volume& v) {
 NonFiniteReport replace_non_finite(Volume& v) {
   const NonFiniteReport r = find_non_finite(v);
   if (r.count() == 0) return r;
+  if (r.count() == v.numel())
+    throw_input("the volume has no finite voxel ({} NaN, {} Inf): nothing to replace them with",
+                r.nan_count, r.inf_count);
+  core::replace_non_finite_planes(v, 0, v.nz(), true);
+  return r;
+}
+
+bool core::replace_non_finite_planes(Volume& v, int64_t z_begin, int64_t z_end, bool whole,
+                                     int64_t* isolated) {
   float* p = v.data<float>();
   const int64_t nz = v.nz(), ny = v.ny(), nx = v.nx(), n = v.numel();
-  if (r.count() == n) throw_input("the volume has no finite voxel ({} NaN, {} Inf): nothing to replace them with",
-                                  r.nan_count, r.inf_count);
   auto median = [](std::vector<float>& vals) {
     const size_t mid = vals.size() / 2;
     std::nth_element(vals.begin(), vals.begin() + static_cast<std::ptrdiff_t>(mid), vals.end());
@@ -204,8 +212,7 @@ NonFiniteReport replace_non_finite(Volume& v) {
     return static_cast<float>(0.5 * (double(lower) + double(upper)));
   };
   std::vector<int64_t> bad;
-  bad.reserve(static_cast<size_t>(r.count()));
-  for (int64_t i = 0; i < n; ++i)
+  for (int64_t i = z_begin * ny * nx; i < z_end * ny * nx; ++i)
     if (!std::isfinite(p[i])) bad.push_back(i);
   // Computed from the original values first, written afterwards.
   std::vector<float> repl(bad.size());
@@ -222,17 +229,22 @@ NonFiniteReport replace_non_finite(Volume& v) {
           const float q = p[(zz * ny + yy) * nx + xx];
           if (std::isfinite(q)) vals.push_back(q);
         }
+    if (vals.empty() && !whole) {
+      if (isolated) *isolated = i;
+      return false;
+    }
     if (vals.empty() && std::isnan(global)) {
       std::vector<float> all;
-      all.reserve(static_cast<size_t>(n - r.count()));
       for (int64_t j = 0; j < n; ++j)
         if (std::isfinite(p[j])) all.push_back(p[j]);
+      if (all.empty())
+        throw_input("the volume has no finite voxel: nothing to replace its NaN/Inf voxels with");
       global = median(all);
     }
     repl[k] = vals.empty() ? global : median(vals);
   }
   for (size_t k = 0; k < bad.size(); ++k) p[bad[k]] = repl[k];
-  return r;
+  return true;
 }
 
 }  // namespace isoprompt

@@ -188,7 +188,20 @@ bool element_size(hid_t dset, const std::string& where, double vs[3]) {
 
 }  // namespace
 
-Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo* info_out) {
+namespace {
+
+// An HDF5 dataset opened for reading planes as hyperslabs.
+class Hdf5Source final : public PlaneSource {
+ public:
+  Hdf5Source(const std::string& path, const ReadOptions& opts, bool whole_volume);
+  Volume read(int64_t z0, int64_t n) override;
+
+ private:
+  H5Handle file_, dset_;  // the dataset closes before the file
+  int rank_ = 3;          // 2 for a single-plane dataset (allow_2d)
+};
+
+Hdf5Source::Hdf5Source(const std::string& path, const ReadOptions& opts, bool whole_volume) {
   hdf5_quiet();
   const VolumePath vp = parse_volume_path(path);
   check_input_file(vp.file, "input file");
@@ -198,7 +211,8 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
     H5Eclear2(H5E_DEFAULT);
     throw_input("not an HDF5 file: {} (no HDF5 signature)", vp.file);
   }
-  H5Handle file(H5Fopen(vp.file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  file_ = H5Handle(H5Fopen(vp.file.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
+  const H5Handle& file = file_;
   if (!file) throw_input("cannot open HDF5 file {}: {}", vp.file, hdf5_error_text());
 
   std::string name = vp.inner;
@@ -224,7 +238,7 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
     }
     name = found[0].name;
   }
-  const std::string where = vp.file + ":" + name;
+  where = vp.file + ":" + name;
 
   if (H5Lexists(file.get(), name.c_str(), H5P_DEFAULT) <= 0 ||
       H5Oexists_by_name(file.get(), name.c_str(), H5P_DEFAULT) <= 0) {
@@ -237,7 +251,8 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
     throw_input("{} in {} is not a dataset (its 3D datasets: {})", name, vp.file, datasets_3d());
   }
   obj.reset();
-  H5Handle dset(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  dset_ = H5Handle(H5Dopen2(file.get(), name.c_str(), H5P_DEFAULT), H5Dclose);
+  const H5Handle& dset = dset_;
   if (!dset) throw_input("cannot open dataset {}: {}", where, hdf5_error_text());
   H5Handle space(H5Dget_space(dset.get()), H5Sclose);
   H5Handle type(H5Dget_type(dset.get()), H5Tclose);
@@ -252,15 +267,15 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
     throw_input("dataset {} has {} dimension{} ({}): a 3D (z, y, x) dataset is needed", where, rank,
                 rank == 1 ? "" : "s", rank ? dims_text(dims) : "scalar");
   if (rank == 2) dims.insert(dims.begin(), 1);
-  DType dtype = DType::U8;
   if (!dtype_of_hdf5(type.get(), dtype))
     throw_input("unsupported dtype {} of dataset {} (supported: uint8, uint16, float32)",
                 type_name(type.get()), where);
   for (hsize_t d : dims)
     if (d < 1 || d > static_cast<hsize_t>(INT64_MAX))
       throw_input("dataset {} is empty ({})", where, dims_text(dims));
-  const Shape3 shape{static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1]),
-                     static_cast<int64_t>(dims[2])};
+  rank_ = rank;
+  shape = Shape3{static_cast<int64_t>(dims[0]), static_cast<int64_t>(dims[1]),
+                 static_cast<int64_t>(dims[2])};
   const auto bytes =
       checked_product({shape.z, shape.y, shape.x, static_cast<int64_t>(dtype_size(dtype))});
   if (!bytes)
@@ -270,7 +285,6 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
         "{} is a 2D image ({}x{} pixels, one plane): a 3D stack (several z planes) is needed",
         where, shape.x, shape.y);
 
-  TiffFileInfo info;
   info.path = path;
   info.container = "HDF5";
   info.flavor = "HDF5";
@@ -292,86 +306,170 @@ Volume read_hdf5(const std::string& path, const ReadOptions& opts, TiffFileInfo*
   if (data_bytes > 2000.0 * double(file_size) + double(64 << 20))
     throw_input("implausible dataset {}: {} {} ({}) but the file has only {} bytes", where,
                 to_string(shape), dtype_name(dtype), human_size(data_bytes), file_size);
-  check_fits_in_memory(data_bytes, shape, dtype, where);
+  if (whole_volume) check_fits_in_memory(data_bytes, shape, dtype, where);
 
   double vs[3] = {1.0, 1.0, 1.0};
   info.calibrated = element_size(dset.get(), where, vs);
   if (info.calibrated) info.file_unit = "um";
-  Volume vol(shape, dtype, info.calibrated ? VoxelSize{vs[0], vs[1], vs[2]} : VoxelSize{},
-             info.calibrated ? "micron" : "pixel");
-  if (H5Dread(dset.get(), native_type(dtype), H5S_ALL, H5S_ALL, H5P_DEFAULT, vol.raw()) < 0)
-    throw_input("cannot read dataset {}: {}", where, hdf5_error_text());
-  apply_nan_policy(vol, opts, where, info);
+  voxel = info.calibrated ? VoxelSize{vs[0], vs[1], vs[2]} : VoxelSize{};
+  unit = info.calibrated ? "micron" : "pixel";
   if (!info.calibrated)
     log_debug("{} has no {} attribute: voxel size 1,1,1 pixel (set it with --voxel-size)", where,
               kVoxelAttr);
-  if (info_out) *info_out = info;
+}
+
+// One hyperslab: planes [z0, z0 + n) of the dataset (a 2D dataset is one plane).
+Volume Hdf5Source::read(int64_t z0, int64_t n) {
+  Volume vol({n, shape.y, shape.x}, dtype, voxel, unit);
+  const hsize_t start3[3] = {hsize_t(z0), 0, 0}, count3[3] = {hsize_t(n), hsize_t(shape.y), hsize_t(shape.x)};
+  const hsize_t* start = rank_ == 3 ? start3 : start3 + 1;
+  const hsize_t* count = rank_ == 3 ? count3 : count3 + 1;
+  H5Handle fspace(H5Dget_space(dset_.get()), H5Sclose);
+  H5Handle mspace(H5Screate_simple(rank_, count, nullptr), H5Sclose);
+  if (!fspace || !mspace ||
+      H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0 ||
+      H5Dread(dset_.get(), native_type(dtype), mspace.get(), fspace.get(), H5P_DEFAULT, vol.raw()) < 0)
+    throw_input("cannot read dataset {}: {}", where, hdf5_error_text());
   return vol;
 }
 
-void write_hdf5(const std::string& path, const Volume& v, const WriteOptions& opts) {
+}  // namespace
+
+std::unique_ptr<PlaneSource> open_hdf5_source(const std::string& path, const ReadOptions& opts,
+                                              bool whole_volume) {
+  return std::make_unique<Hdf5Source>(path, opts, whole_volume);
+}
+
+namespace {
+
+// An HDF5 file written plane by plane: the dataset is created with the full shape, and
+// planes go in as hyperslabs. A chunked (deflate) dataset gets whole chunk slabs only
+// (planes are buffered up to the chunk depth), so no chunk is compressed twice.
+class Hdf5Sink final : public PlaneSink {
+ public:
+  Hdf5Sink(const std::string& path, const VolumeMeta& meta, const WriteOptions& opts);
+  void write(const uint8_t* planes, int64_t n) override;
+  void commit() override;
+
+ private:
+  void write_slab(const uint8_t* planes, int64_t n);
+
+  VolumeMeta meta_;
+  std::string file_path_, where_;
+  std::unique_ptr<AtomicOutput> out_;
+  H5Handle file_, dset_;   // the dataset closes before the file
+  int64_t chunk_z_ = 0;    // 0: contiguous
+  std::vector<uint8_t> pending_;  // buffered planes of a partial chunk slab
+  int64_t z_ = 0;          // planes written to the dataset
+};
+
+Hdf5Sink::Hdf5Sink(const std::string& path, const VolumeMeta& meta, const WriteOptions& opts)
+    : meta_(meta) {
   hdf5_quiet();
-  if (v.empty()) throw_input("cannot write an empty volume to {}", path);
+  const Shape3 s = meta.shape;
+  if (s.numel() == 0) throw_input("cannot write an empty volume to {}", path);
   if (opts.compression == WriteOptions::LZW)
     throw_input("cannot write {}: HDF5 output is uncompressed or deflate (gzip), not lzw", path);
   const VolumePath vp = parse_volume_path(path);
   std::string name = vp.inner.empty() ? "/data" : vp.inner;
   if (name[0] != '/') name = "/" + name;
-  const std::string where = vp.file + ":" + name;
+  file_path_ = vp.file;
+  where_ = vp.file + ":" + name;
 
-  AtomicOutput out(vp.file);
-  {
-    H5Handle file(H5Fcreate(out.temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
-                  H5Fclose);
-    if (!file) throw_input("cannot create output file {}: {}", vp.file, hdf5_error_text());
-    const hsize_t dims[3] = {hsize_t(v.nz()), hsize_t(v.ny()), hsize_t(v.nx())};
-    H5Handle space(H5Screate_simple(3, dims, nullptr), H5Sclose);
-    H5Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
-    H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
-    H5Pset_create_intermediate_group(lcpl.get(), 1);
-    if (opts.compression == WriteOptions::Deflate) {
-      const hsize_t chunk[3] = {hsize_t(std::min<int64_t>(v.nz(), 32)),
-                                hsize_t(std::min<int64_t>(v.ny(), 256)),
-                                hsize_t(std::min<int64_t>(v.nx(), 256))};
-      H5Pset_chunk(dcpl.get(), 3, chunk);
-      H5Pset_shuffle(dcpl.get());
-      H5Pset_deflate(dcpl.get(), 1);
-    }
-    // Little-endian file types (what h5py writes on every common machine).
-    const hid_t file_type = v.dtype() == DType::U8    ? H5T_STD_U8LE
-                            : v.dtype() == DType::U16 ? H5T_STD_U16LE
-                                                      : H5T_IEEE_F32LE;
-    H5Handle dset(H5Dcreate2(file.get(), name.c_str(), file_type, space.get(), lcpl.get(),
-                             dcpl.get(), H5P_DEFAULT),
-                  H5Dclose);
-    if (!dset) throw_input("cannot create dataset {}: {}", where, hdf5_error_text());
-    if (H5Dwrite(dset.get(), native_type(v.dtype()), H5S_ALL, H5S_ALL, H5P_DEFAULT, v.raw()) < 0)
-      throw Error(fmt::format("cannot write {}: {} (disk full?)", where, hdf5_error_text()));
-    const double f = unit_to_micron(v.unit());
-    if (f > 0) {
-      const double um[3] = {scale_to_micron(v.voxel_size().z, f),
-                            scale_to_micron(v.voxel_size().y, f),
-                            scale_to_micron(v.voxel_size().x, f)};
-      const hsize_t three = 3;
-      H5Handle aspace(H5Screate_simple(1, &three, nullptr), H5Sclose);
-      H5Handle attr(H5Acreate2(dset.get(), kVoxelAttr, H5T_IEEE_F64LE, aspace.get(), H5P_DEFAULT,
-                               H5P_DEFAULT),
-                    H5Aclose);
-      if (!attr || H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, um) < 0)
-        throw Error(fmt::format("cannot write {} of {}: {}", kVoxelAttr, where, hdf5_error_text()));
-    } else if (v.unit() != "pixel" || !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})) {
-      log_warn("voxel size {} x {} x {} {} is not in a length unit: {} is written without {}",
-               v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), where, kVoxelAttr);
-    }
-    // Close everything before the file, so that H5Fclose really flushes and reports.
-    dset.reset();
-    space.reset();
-    lcpl.reset();
-    dcpl.reset();
-    if (H5Fclose(file.release()) < 0)
-      throw Error(fmt::format("cannot finish {}: {} (disk full?)", vp.file, hdf5_error_text()));
+  out_ = std::make_unique<AtomicOutput>(vp.file);
+  file_ = H5Handle(H5Fcreate(out_->temp_path().c_str(), H5F_ACC_TRUNC, H5P_DEFAULT, H5P_DEFAULT),
+                   H5Fclose);
+  if (!file_) throw_input("cannot create output file {}: {}", vp.file, hdf5_error_text());
+  const hsize_t dims[3] = {hsize_t(s.z), hsize_t(s.y), hsize_t(s.x)};
+  H5Handle space(H5Screate_simple(3, dims, nullptr), H5Sclose);
+  H5Handle lcpl(H5Pcreate(H5P_LINK_CREATE), H5Pclose);
+  H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
+  H5Pset_create_intermediate_group(lcpl.get(), 1);
+  if (opts.compression == WriteOptions::Deflate) {
+    const hsize_t chunk[3] = {hsize_t(std::min<int64_t>(s.z, 32)), hsize_t(std::min<int64_t>(s.y, 256)),
+                              hsize_t(std::min<int64_t>(s.x, 256))};
+    H5Pset_chunk(dcpl.get(), 3, chunk);
+    H5Pset_shuffle(dcpl.get());
+    H5Pset_deflate(dcpl.get(), 1);
+    chunk_z_ = int64_t(chunk[0]);
   }
-  out.commit();
+  // Little-endian file types (what h5py writes on every common machine).
+  const hid_t file_type = meta.dtype == DType::U8    ? H5T_STD_U8LE
+                          : meta.dtype == DType::U16 ? H5T_STD_U16LE
+                                                     : H5T_IEEE_F32LE;
+  dset_ = H5Handle(H5Dcreate2(file_.get(), name.c_str(), file_type, space.get(), lcpl.get(),
+                              dcpl.get(), H5P_DEFAULT),
+                   H5Dclose);
+  if (!dset_) throw_input("cannot create dataset {}: {}", where_, hdf5_error_text());
+}
+
+// Planes [z_, z_ + n) as one hyperslab.
+void Hdf5Sink::write_slab(const uint8_t* planes, int64_t n) {
+  const Shape3 s = meta_.shape;
+  const hsize_t start[3] = {hsize_t(z_), 0, 0}, count[3] = {hsize_t(n), hsize_t(s.y), hsize_t(s.x)};
+  H5Handle fspace(H5Dget_space(dset_.get()), H5Sclose);
+  H5Handle mspace(H5Screate_simple(3, count, nullptr), H5Sclose);
+  if (!fspace || !mspace ||
+      H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0 ||
+      H5Dwrite(dset_.get(), native_type(meta_.dtype), mspace.get(), fspace.get(), H5P_DEFAULT,
+               planes) < 0)
+    throw Error(fmt::format("cannot write {}: {} (disk full?)", where_, hdf5_error_text()));
+  z_ += n;
+}
+
+void Hdf5Sink::write(const uint8_t* planes, int64_t n) {
+  const size_t plane_bytes = size_t(meta_.shape.y * meta_.shape.x) * dtype_size(meta_.dtype);
+  if (chunk_z_ == 0) return write_slab(planes, n);
+  const int64_t nz = meta_.shape.z;
+  while (n > 0) {
+    const int64_t buffered = int64_t(pending_.size() / plane_bytes);
+    // What completes the current chunk slab (the last one may be shorter).
+    const int64_t slab = std::min(chunk_z_, nz - z_);
+    if (buffered == 0 && n >= slab) {
+      // Whole slabs straight from the caller's planes, in one write (write_volume: all).
+      int64_t take = n >= nz - z_ ? nz - z_ : n / chunk_z_ * chunk_z_;
+      write_slab(planes, take);
+      planes += size_t(take) * plane_bytes, n -= take;
+      continue;
+    }
+    const int64_t take = std::min(n, slab - buffered);
+    pending_.insert(pending_.end(), planes, planes + size_t(take) * plane_bytes);
+    planes += size_t(take) * plane_bytes, n -= take;
+    if (buffered + take == slab) {
+      write_slab(pending_.data(), slab);
+      pending_.clear();
+    }
+  }
+}
+
+void Hdf5Sink::commit() {
+  const double f = unit_to_micron(meta_.unit);
+  if (f > 0) {
+    const double um[3] = {scale_to_micron(meta_.voxel.z, f), scale_to_micron(meta_.voxel.y, f),
+                          scale_to_micron(meta_.voxel.x, f)};
+    const hsize_t three = 3;
+    H5Handle aspace(H5Screate_simple(1, &three, nullptr), H5Sclose);
+    H5Handle attr(H5Acreate2(dset_.get(), kVoxelAttr, H5T_IEEE_F64LE, aspace.get(), H5P_DEFAULT,
+                             H5P_DEFAULT),
+                  H5Aclose);
+    if (!attr || H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, um) < 0)
+      throw Error(fmt::format("cannot write {} of {}: {}", kVoxelAttr, where_, hdf5_error_text()));
+  } else if (meta_.unit != "pixel" || !(meta_.voxel == VoxelSize{1.0, 1.0, 1.0})) {
+    log_warn("voxel size {} x {} x {} {} is not in a length unit: {} is written without {}",
+             meta_.voxel.z, meta_.voxel.y, meta_.voxel.x, meta_.unit, where_, kVoxelAttr);
+  }
+  // Close everything before the file, so that H5Fclose really flushes and reports.
+  dset_.reset();
+  if (H5Fclose(file_.release()) < 0)
+    throw Error(fmt::format("cannot finish {}: {} (disk full?)", file_path_, hdf5_error_text()));
+  out_->commit();
+}
+
+}  // namespace
+
+std::unique_ptr<PlaneSink> open_hdf5_sink(const std::string& path, const VolumeMeta& meta,
+                                          const WriteOptions& opts, const SinkOptions&) {
+  return std::make_unique<Hdf5Sink>(path, meta, opts);
 }
 
 }  // namespace isoprompt::io

@@ -9,34 +9,26 @@
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
 #include "isoprompt/log.h"
-#include "isoprompt/stats.h"
 
 namespace fs = std::filesystem;
 
 namespace isoprompt {
 
 Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInfo* info) {
-  switch (parse_volume_path(path).format) {
-    case VolumeFormat::Zarr:
-      return io::read_zarr(path, opts, info);
-    case VolumeFormat::Hdf5:
-      return io::read_hdf5(path, opts, info);
-    case VolumeFormat::Tiff:
-      break;
-  }
-  return io::read_tiff(path, opts, info);
+  // The plane reader over all planes, with the memory check the plane reader skips.
+  const std::unique_ptr<io::PlaneSource> src = io::open_plane_source(path, opts, true);
+  bool warned = false;
+  Volume v = io::read_source_planes(*src, 0, src->shape.z, opts, warned);
+  if (info) *info = src->info;
+  return v;
 }
 
 void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
-  switch (parse_volume_path(path).format) {
-    case VolumeFormat::Zarr:
-      return io::write_zarr(path, v, opts);
-    case VolumeFormat::Hdf5:
-      return io::write_hdf5(path, v, opts);
-    case VolumeFormat::Tiff:
-      break;
-  }
-  io::write_tiff(path, v, opts);
+  io::SinkOptions so;
+  so.whole = &v;
+  const std::unique_ptr<io::PlaneSink> sink = io::open_plane_sink(path, io::volume_meta(v), opts, so);
+  sink->write(static_cast<const uint8_t*>(v.raw()), v.nz());
+  sink->commit();
 }
 
 void check_input_volume(const std::string& path, const std::string& what) {
@@ -78,33 +70,6 @@ void check_fits_in_memory(double need, Shape3 shape, DType dtype, const std::str
   if (ram > 0 && need > ram)
     throw_input("{} is too large for this machine: {} {} needs {} but there are {} of memory", path,
                 to_string(shape), dtype_name(dtype), human_size(need), human_size(ram));
-}
-
-void apply_nan_policy(Volume& vol, const ReadOptions& opts, const std::string& path,
-                      TiffFileInfo& info) {
-  if (vol.dtype() != DType::F32) return;
-  const NonFiniteReport nf = find_non_finite(vol);
-  info.nan_count = nf.nan_count;
-  info.inf_count = nf.inf_count;
-  if (nf.count() == 0) return;
-  if (opts.nan == NanPolicy::Refuse)
-    throw_input(
-        "{} contains {} NaN and {} Inf voxels (the first at z {}, y {}, x {}): refused, as they "
-        "would "
-        "spread through the result; pass --nan replace to replace them by the median of their "
-        "finite "
-        "neighbours",
-        path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
-  if (opts.nan == NanPolicy::Replace) {
-    replace_non_finite(vol);
-    log_warn(
-        "{}: replaced {} NaN and {} Inf voxels (the first at z {}, y {}, x {}) by the median of "
-        "their "
-        "finite 3x3x3 neighbours",
-        path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
-  } else {
-    log_warn("{} contains {} NaN and {} Inf voxels", path, nf.nan_count, nf.inf_count);
-  }
 }
 
 }  // namespace io

@@ -367,27 +367,31 @@ std::pair<std::string, std::string> clean_note(const std::pair<std::string, std:
 
 }  // namespace
 
-std::string imagej_description(const Volume& v, double min_value, double max_value,
+VolumeMeta volume_meta(const Volume& v) {
+  return {v.shape(), v.dtype(), v.voxel_size(), v.unit()};
+}
+
+std::string imagej_description(const VolumeMeta& v, double min_value, double max_value,
                                const FileNotes& notes) {
   std::string d = "ImageJ=1.11a\n";
-  const bool calibrated = unit_to_micron(v.unit()) > 0;
-  if (v.nz() > 1) d += fmt::format("images={}\nslices={}\n", v.nz(), v.nz());
+  const bool calibrated = unit_to_micron(v.unit) > 0;
+  if (v.shape.z > 1) d += fmt::format("images={}\nslices={}\n", v.shape.z, v.shape.z);
   if (calibrated) {
     // ImageJ reads its unit from here and the pixel width from X/YResolution (stored as
     // float rationals); xspacing/yspacing carry the exact values for readers that know them.
     d += "unit=micron\n";
-    const double f = unit_to_micron(v.unit());
-    d += fmt::format("spacing={}\n", exact_number(scale_to_micron(v.voxel_size().z, f)));
-    d += fmt::format("xspacing={}\nyspacing={}\n", exact_number(scale_to_micron(v.voxel_size().x, f)),
-                     exact_number(scale_to_micron(v.voxel_size().y, f)));
-  } else if (v.unit() == "pixel" && !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})) {
+    const double f = unit_to_micron(v.unit);
+    d += fmt::format("spacing={}\n", exact_number(scale_to_micron(v.voxel.z, f)));
+    d += fmt::format("xspacing={}\nyspacing={}\n", exact_number(scale_to_micron(v.voxel.x, f)),
+                     exact_number(scale_to_micron(v.voxel.y, f)));
+  } else if (v.unit == "pixel" && !(v.voxel == VoxelSize{1.0, 1.0, 1.0})) {
     // A voxel size in pixels (simulate on an uncalibrated stack: z step K): no physical
     // unit, but the anisotropy is known and must survive (`--factor auto` reads it).
-    d += fmt::format("unit=pixel\nspacing={}\nxspacing={}\nyspacing={}\n", exact_number(v.voxel_size().z),
-                     exact_number(v.voxel_size().x), exact_number(v.voxel_size().y));
+    d += fmt::format("unit=pixel\nspacing={}\nxspacing={}\nyspacing={}\n", exact_number(v.voxel.z),
+                     exact_number(v.voxel.x), exact_number(v.voxel.y));
   }
-  if (v.nz() > 1) d += "loop=false\n";
-  if (v.dtype() == DType::F32 && std::isfinite(min_value) && std::isfinite(max_value))
+  if (v.shape.z > 1) d += "loop=false\n";
+  if (v.dtype == DType::F32 && std::isfinite(min_value) && std::isfinite(max_value))
     d += fmt::format("min={}\nmax={}\n", exact_number(min_value), exact_number(max_value));
   for (const auto& n : notes) {
     const auto [key, value] = clean_note(n);
@@ -396,7 +400,7 @@ std::string imagej_description(const Volume& v, double min_value, double max_val
   return d;
 }
 
-std::string ome_description(const Volume& v, const std::string& name, const FileNotes& notes) {
+std::string ome_description(const VolumeMeta& v, const std::string& name, const FileNotes& notes) {
   pugi::xml_document doc;
   auto decl = doc.append_child(pugi::node_declaration);
   decl.append_attribute("version") = "1.0";
@@ -414,26 +418,26 @@ std::string ome_description(const Volume& v, const std::string& name, const File
   auto px = image.append_child("Pixels");
   px.append_attribute("ID") = "Pixels:0";
   px.append_attribute("DimensionOrder") = "XYZCT";
-  const char* type = v.dtype() == DType::U8 ? "uint8" : v.dtype() == DType::U16 ? "uint16" : "float";
+  const char* type = v.dtype == DType::U8 ? "uint8" : v.dtype == DType::U16 ? "uint16" : "float";
   px.append_attribute("Type") = type;
-  px.append_attribute("SignificantBits") = static_cast<int>(dtype_size(v.dtype()) * 8);
+  px.append_attribute("SignificantBits") = static_cast<int>(dtype_size(v.dtype) * 8);
   px.append_attribute("Interleaved") = "false";
   px.append_attribute("BigEndian") = "false";
-  px.append_attribute("SizeX") = static_cast<long long>(v.nx());
-  px.append_attribute("SizeY") = static_cast<long long>(v.ny());
-  px.append_attribute("SizeZ") = static_cast<long long>(v.nz());
+  px.append_attribute("SizeX") = static_cast<long long>(v.shape.x);
+  px.append_attribute("SizeY") = static_cast<long long>(v.shape.y);
+  px.append_attribute("SizeZ") = static_cast<long long>(v.shape.z);
   px.append_attribute("SizeC") = 1;
   px.append_attribute("SizeT") = 1;
-  const double f = unit_to_micron(v.unit());
+  const double f = unit_to_micron(v.unit);
   if (f > 0) {
     // Micrometres are the schema's default unit; the unit is written anyway, as UTF-8
     // "µm" like Bio-Formats does.
     const std::string um = "\xC2\xB5m";
-    px.append_attribute("PhysicalSizeX") = exact_number(scale_to_micron(v.voxel_size().x, f)).c_str();
+    px.append_attribute("PhysicalSizeX") = exact_number(scale_to_micron(v.voxel.x, f)).c_str();
     px.append_attribute("PhysicalSizeXUnit") = um.c_str();
-    px.append_attribute("PhysicalSizeY") = exact_number(scale_to_micron(v.voxel_size().y, f)).c_str();
+    px.append_attribute("PhysicalSizeY") = exact_number(scale_to_micron(v.voxel.y, f)).c_str();
     px.append_attribute("PhysicalSizeYUnit") = um.c_str();
-    px.append_attribute("PhysicalSizeZ") = exact_number(scale_to_micron(v.voxel_size().z, f)).c_str();
+    px.append_attribute("PhysicalSizeZ") = exact_number(scale_to_micron(v.voxel.z, f)).c_str();
     px.append_attribute("PhysicalSizeZUnit") = um.c_str();
   }
   auto ch = px.append_child("Channel");
@@ -442,7 +446,7 @@ std::string ome_description(const Volume& v, const std::string& name, const File
   ch.append_child("LightPath");
   auto td = px.append_child("TiffData");
   td.append_attribute("IFD") = 0;
-  td.append_attribute("PlaneCount") = static_cast<long long>(v.nz());
+  td.append_attribute("PlaneCount") = static_cast<long long>(v.shape.z);
   if (!notes.empty()) {
     // OME's place for key-value metadata; Bio-Formats shows it in Fiji's "Show Info".
     image.append_child("AnnotationRef").append_attribute("ID") = "Annotation:isoprompt";

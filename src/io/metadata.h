@@ -43,10 +43,21 @@ bool is_ome_description(const std::string& d);
 // of this file (multi-file OME-TIFF is not supported), or their product overflows.
 OmeMeta parse_ome(const std::string& xml, const std::string& path, int64_t n_pages);
 
+// What an output file says about its volume, without the voxels: a plane-wise writer
+// (planes.h) writes the metadata before it has seen the planes.
+struct VolumeMeta {
+  Shape3 shape;
+  DType dtype = DType::U8;
+  VoxelSize voxel;
+  std::string unit = "pixel";
+};
+VolumeMeta volume_meta(const Volume& v);
+
 // Descriptions we write.
-std::string imagej_description(const Volume& v, double min_value, double max_value,
+std::string imagej_description(const VolumeMeta& v, double min_value, double max_value,
                                const FileNotes& notes = {});
-std::string ome_description(const Volume& v, const std::string& name, const FileNotes& notes = {});
+std::string ome_description(const VolumeMeta& v, const std::string& name,
+                            const FileNotes& notes = {});
 
 
 // Replaces control characters (from a corrupt file) so messages stay one readable line.

@@ -248,7 +248,28 @@ NanPolicy parse_nan_policy(const std::string& s) {
   throw_input("--nan must be refuse or replace, got '{}'", s);
 }
 
-Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileInfo* info_out) {
+namespace {
+
+// A TIFF stack opened for reading planes: every page validated up front (metadata only),
+// then one page (or, in ImageJ's contiguous layout, one image read at its offset) decoded
+// at a time.
+class TiffSource final : public io::PlaneSource {
+ public:
+  TiffSource(const std::string& path, const ReadOptions& opts, bool whole_volume);
+  Volume read(int64_t z0, int64_t n) override;
+
+ private:
+  std::string path_;
+  TiffFile tf_;
+  Layout lay_;
+  int c_ = 0, tp_ = 0;  // the channel and time point read
+  int64_t n_pages_ = 0;
+  uint64_t contiguous_offset_ = 0;  // ImageJ contiguous layout: where image 0 starts
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp_{nullptr, &std::fclose};
+  bool warnings_logged_ = false;
+};
+
+TiffSource::TiffSource(const std::string& path, const ReadOptions& opts, bool whole_volume) : path_(path) {
   check_input_file(path, "input file");
   std::error_code ec;
   const uint64_t file_size = fs::file_size(path, ec);
@@ -264,10 +285,11 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
     if (n < 4 || !(le || be)) throw_input("not a TIFF file: {} (no TIFF header at the start)", path);
   }
 
-  TiffFile tf = TiffFile::open(path, "r");
+  tf_ = TiffFile::open(path, "r");
+  TiffFile& tf = tf_;
   if (!tf) throw_input("cannot read TIFF file {}: {}", path, tf.error_text("libtiff could not open it"));
   TIFF* t = tf.get();
-  TiffFileInfo info;
+  where = path;
   info.path = path;
   info.bigtiff = TIFFIsBigTIFF(t) != 0;
   info.big_endian = TIFFIsBigEndian(t) != 0;
@@ -286,7 +308,7 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
     throw_input("corrupt TIFF file {}: {}", path, tf.error_text("no readable image directory"));
   info.pages = n_pages;
   const PageFormat f0 = page_format(t);
-  const DType dtype = check_sample_format(f0, path);
+  dtype = check_sample_format(f0, path);
   if (f0.width == 0 || f0.height == 0) throw_input("corrupt TIFF file {}: image size {}x{}", path, f0.width, f0.height);
   if (!TIFFIsCODECConfigured(f0.compression))
     throw_input("unsupported compression in {}: {} (this libtiff cannot decode it)", path,
@@ -315,7 +337,8 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
   std::unique_ptr<io::ImageJMeta> ij;
   std::unique_ptr<io::OmeMeta> ome;
   const int64_t contiguous_max = page_bytes > 0 ? static_cast<int64_t>(double(file_size) / page_bytes) : 0;
-  const Layout lay = io::plan_layout(desc, n_pages, contiguous_max, path, ij, ome);
+  lay_ = io::plan_layout(desc, n_pages, contiguous_max, path, ij, ome);
+  const Layout& lay = lay_;
   info.flavor = lay.flavor;
   info.channels = static_cast<int>(lay.nc);
   info.times = static_cast<int>(lay.nt);
@@ -323,9 +346,7 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
     throw_input("bad OME-XML in {}: SizeX x SizeY = {}x{} but the pages are {}x{}", path, ome->size_x, ome->size_y,
                 f0.width, f0.height);
 
-  VoxelSize vs;
-  std::string unit;
-  info.calibrated = calibration(t, lay, ij.get(), ome.get(), path, vs, unit, info.file_unit);
+  info.calibrated = calibration(t, lay, ij.get(), ome.get(), path, voxel, unit, info.file_unit);
   info.notes = ij ? ij->notes : ome ? ome->notes : FileNotes{};
 
   if (lay.nz == 1 && lay.nt > 1 && !opts.allow_2d)
@@ -340,8 +361,9 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
                 "Image > Hyperstacks > Re-order Hyperstacks, channels to slices); if they are channels, choose one "
                 "with --channel (0..{})",
                 path, lay.nc, lay.nc - 1);
-  const int c = io::select_index(opts.channel, lay.nc, "channel", "--channel", path);
-  const int tp = io::select_index(opts.time, lay.nt, "time point", "--time", path);
+  c_ = io::select_index(opts.channel, lay.nc, "channel", "--channel", path);
+  tp_ = io::select_index(opts.time, lay.nt, "time point", "--time", path);
+  const int c = c_, tp = tp_;
   info.channel = c;
   info.time = tp;
   if (lay.nz == 1 && !opts.allow_2d)
@@ -349,7 +371,7 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
                 f0.height);
 
   // ImageJ contiguous layout: image i sits at page 0's data offset + i * plane size.
-  uint64_t contiguous_offset = 0;
+  uint64_t& contiguous_offset = contiguous_offset_;
   if (lay.contiguous) {
     const uint64_t plane = static_cast<uint64_t>(f0.width) * f0.height * (f0.bps / 8);
     const uint32_t n_strips = f0.tiled ? 0 : TIFFNumberOfStrips(t);
@@ -376,9 +398,11 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
   }
   const int64_t n_virtual = lay.contiguous ? lay.images() : n_pages;
 
-  // The stack must fit in memory (allocation would otherwise end in the OOM killer).
-  io::check_fits_in_memory(page_bytes * double(lay.nz), Shape3{lay.nz, int64_t(f0.height), int64_t(f0.width)},
-                           dtype, path);
+  // The stack must fit in memory (allocation would otherwise end in the OOM killer); the
+  // plane reader holds one page at a time.
+  if (whole_volume)
+    io::check_fits_in_memory(page_bytes * double(lay.nz), Shape3{lay.nz, int64_t(f0.height), int64_t(f0.width)},
+                             dtype, path);
 
   // Page -> z for the planes we read; -1 for the others.
   std::vector<int64_t> page_z(static_cast<size_t>(n_virtual), -1);
@@ -413,67 +437,61 @@ Volume io::read_tiff(const std::string& path, const ReadOptions& opts, TiffFileI
     }
   }
 
-  Volume vol({lay.nz, f0.height, f0.width}, dtype, vs, unit);
-  const size_t plane_bytes = static_cast<size_t>(f0.width) * f0.height * dtype_size(dtype);
+  shape = Shape3{lay.nz, int64_t(f0.height), int64_t(f0.width)};
+  n_pages_ = n_pages;
+  if (lay.contiguous) {
+    fp_.reset(std::fopen(path.c_str(), "rb"));
+    if (!fp_) throw_input("cannot open input file {}: {}", path, std::strerror(errno));
+  }
+  if (!info.calibrated)
+    log_debug("{} has no calibration: voxel size 1,1,1 pixel (set it with --voxel-size)", path);
+}
+
+Volume TiffSource::read(int64_t z0, int64_t n) {
+  const std::string& path = path_;
+  TiffFile& tf = tf_;
+  TIFF* t = tf.get();
+  const int64_t n_pages = n_pages_;
+  Volume vol({n, shape.y, shape.x}, dtype, voxel, unit);
+  const size_t plane_bytes = static_cast<size_t>(shape.y * shape.x) * dtype_size(dtype);
   auto* base = static_cast<uint8_t*>(vol.raw());
   std::unique_ptr<Progress> progress;
   if (vol.size_bytes() > (size_t(256) << 20))
-    progress = std::make_unique<Progress>("reading " + fs::path(path).filename().string(), lay.nz, "planes");
-  int64_t done = 0;
-  if (lay.contiguous) {
-    std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(path.c_str(), "rb"), &std::fclose);
-    if (!fp) throw_input("cannot open input file {}: {}", path, std::strerror(errno));
-    for (int64_t p = 0; p < n_virtual; ++p) {
-      const int64_t z = page_z[static_cast<size_t>(p)];
-      if (z < 0) continue;
-      uint8_t* dst = base + static_cast<size_t>(z) * plane_bytes;
-      const uint64_t off = contiguous_offset + static_cast<uint64_t>(p) * plane_bytes;
-      if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 ||
-          std::fread(dst, 1, plane_bytes, fp.get()) != plane_bytes)
+    progress = std::make_unique<Progress>("reading " + fs::path(path).filename().string(), n, "planes");
+  for (int64_t z = z0; z < z0 + n; ++z) {
+    const int64_t p = lay_.page(z, c_, tp_);
+    uint8_t* dst = base + static_cast<size_t>(z - z0) * plane_bytes;
+    if (lay_.contiguous) {
+      // ImageJ contiguous layout: image p sits at page 0's data offset + p * plane size.
+      const uint64_t off = contiguous_offset_ + static_cast<uint64_t>(p) * plane_bytes;
+      if (fseeko(fp_.get(), static_cast<off_t>(off), SEEK_SET) != 0 ||
+          std::fread(dst, 1, plane_bytes, fp_.get()) != plane_bytes)
         throw_input("truncated TIFF file {}: cannot read image {} at byte {}", path, p, off);
       if (info.big_endian && dtype == DType::U16)
         TIFFSwabArrayOfShort(reinterpret_cast<uint16_t*>(dst), static_cast<tmsize_t>(plane_bytes / 2));
       if (info.big_endian && dtype == DType::F32)
         TIFFSwabArrayOfFloat(reinterpret_cast<float*>(dst), static_cast<tmsize_t>(plane_bytes / 4));
-      ++done;
-      if (progress) progress->update(done);
+    } else {
+      if (!goto_page(t, p))
+        throw_input("corrupt TIFF file {}: cannot read page {} of {}: {}", path, p, n_pages,
+                    tf.error_text("bad directory"));
+      decode_page(t, tf, page_format(t), dst, path, p, n_pages);
     }
-  }
-  for (int64_t p = 0; p < n_pages && !lay.contiguous; ++p) {
-    const int64_t z = page_z[static_cast<size_t>(p)];
-    if (z < 0) continue;
-    if (!goto_page(t, p))
-      throw_input("corrupt TIFF file {}: cannot read page {} of {}: {}", path, p, n_pages,
-                  tf.error_text("bad directory"));
-    decode_page(t, tf, page_format(t), base + static_cast<size_t>(z) * plane_bytes, path, p, n_pages);
-    ++done;
-    if (progress) progress->update(done);
+    if (progress) progress->update(z - z0 + 1);
   }
   if (progress) progress->finish();
-  if (!tf.messages().warnings.empty()) log_debug("libtiff warnings for {}: {}", path, tf.messages().warnings);
-
-  if (dtype == DType::F32) {
-    const NonFiniteReport nf = find_non_finite(vol);
-    info.nan_count = nf.nan_count;
-    info.inf_count = nf.inf_count;
-    if (nf.count() > 0 && opts.nan == NanPolicy::Refuse)
-      throw_input("{} contains {} NaN and {} Inf voxels (the first at z {}, y {}, x {}): refused, as they would "
-                  "spread through the result; pass --nan replace to replace them by the median of their finite "
-                  "neighbours",
-                  path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
-    if (nf.count() > 0 && opts.nan == NanPolicy::Replace) {
-      replace_non_finite(vol);
-      log_warn("{}: replaced {} NaN and {} Inf voxels (the first at z {}, y {}, x {}) by the median of their "
-               "finite 3x3x3 neighbours",
-               path, nf.nan_count, nf.inf_count, nf.first_z, nf.first_y, nf.first_x);
-    } else if (nf.count() > 0) {
-      log_warn("{} contains {} NaN and {} Inf voxels", path, nf.nan_count, nf.inf_count);
-    }
+  if (!tf.messages().warnings.empty() && !warnings_logged_) {
+    log_debug("libtiff warnings for {}: {}", path, tf.messages().warnings);
+    warnings_logged_ = true;
   }
-  if (!info.calibrated)
-    log_debug("{} has no calibration: voxel size 1,1,1 pixel (set it with --voxel-size)", path);
-  if (info_out) *info_out = info;
   return vol;
+}
+
+}  // namespace
+
+std::unique_ptr<io::PlaneSource> io::open_tiff_source(const std::string& path, const ReadOptions& opts,
+                                                      bool whole_volume) {
+  return std::make_unique<TiffSource>(path, opts, whole_volume);
 }
 
 }  // namespace isoprompt

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <limits>
@@ -42,11 +43,11 @@ WriteOptions::Compression parse_compression(const std::string& s) {
 
 namespace {
 
+// Extends [lo, hi] by the finite values of d[0 .. n): ImageJ's display range of a float
+// stack (the description's min= and max=).
 template <typename T>
-void finite_range(const Volume& v, double& lo, double& hi) {
-  const T* d = v.data<T>();
-  double mn = std::numeric_limits<double>::infinity(), mx = -mn;
-  const int64_t n = v.numel();
+void finite_range(const T* d, int64_t n, double& lo, double& hi) {
+  double mn = lo, mx = hi;
 #pragma omp parallel for reduction(min : mn) reduction(max : mx) schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const double x = static_cast<double>(d[i]);
@@ -87,19 +88,19 @@ struct PageTags {
   std::string description, software;                     // page 0 only
 };
 
-PageTags page_tags(const Volume& v, WriteOptions::Flavor flavor, std::string description) {
+PageTags page_tags(const io::VolumeMeta& v, WriteOptions::Flavor flavor, std::string description) {
   PageTags t;
-  t.width = static_cast<uint32_t>(v.nx());
-  t.height = static_cast<uint32_t>(v.ny());
-  t.bits = static_cast<uint16_t>(dtype_size(v.dtype()) * 8);
-  t.sample_format = v.dtype() == DType::F32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT;
-  const double f = unit_to_micron(v.unit());
+  t.width = static_cast<uint32_t>(v.shape.x);
+  t.height = static_cast<uint32_t>(v.shape.y);
+  t.bits = static_cast<uint16_t>(dtype_size(v.dtype) * 8);
+  t.sample_format = v.dtype == DType::F32 ? SAMPLEFORMAT_IEEEFP : SAMPLEFORMAT_UINT;
+  const double f = unit_to_micron(v.unit);
   // A voxel size in pixels is written too (as ImageJ's unit=pixel), when it is not 1,1,1.
-  const bool pixel_spacing = v.unit() == "pixel" && !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0});
-  t.calibrated = f > 0 || (v.unit() != "pixel" && !v.unit().empty()) ||
+  const bool pixel_spacing = v.unit == "pixel" && !(v.voxel == VoxelSize{1.0, 1.0, 1.0});
+  t.calibrated = f > 0 || (v.unit != "pixel" && !v.unit.empty()) ||
                  (pixel_spacing && flavor == WriteOptions::ImageJ);
   if (t.calibrated) {
-    double px = v.voxel_size().x, py = v.voxel_size().y;
+    double px = v.voxel.x, py = v.voxel.y;
     if (flavor == WriteOptions::OME && f > 0) {
       // OME readers take the scale from the OME-XML; plain TIFF readers (ImageJ without
       // Bio-Formats) only from these tags, so they carry it in the one length unit TIFF
@@ -279,129 +280,104 @@ bool classic_holds_all_ifds(const PageTags& t, int64_t nz) {
   return plan_uncompressed(t, nz, false).all_ifds;
 }
 
-void write_uncompressed(const std::string& path, const std::string& temp, const Volume& v,
-                        const PageTags& t, bool big, bool large_stack_layout, Progress* progress) {
-  const UncompressedLayout l = plan_uncompressed(t, v.nz(), big, large_stack_layout);
-  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(temp.c_str(), "wb"), &std::fclose);
-  if (!fp) throw_input("cannot create output file {}: {}", path, std::strerror(errno));
-  auto put = [&](const void* p, size_t n, const char* what) {
-    if (n && std::fwrite(p, 1, n, fp.get()) != n)
-      throw Error(fmt::format("cannot write {}: {} ({})", path, what, std::strerror(errno)));
+// Overwrites the ImageDescription of IFD 0 in place with `desc`, padded with spaces to the
+// length of the field (which TiffSink reserved for the display range). The padding is a
+// last line without '=', which ImageJ, tifffile and read_volume skip; NULs would make
+// libtiff warn that the value was truncated. `shown` is the path named in messages.
+void patch_description(const std::string& file, const std::string& shown, const std::string& desc) {
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp(std::fopen(file.c_str(), "r+b"), &std::fclose);
+  auto fail = [&](const char* what) {
+    throw Error(fmt::format("cannot write {}: {} ({})", shown, what, std::strerror(errno)));
   };
-  const uint16_t probe = 1;
-  uint8_t little = 0;
-  std::memcpy(&little, &probe, 1);
-  std::vector<uint8_t> head(l.header, 0);
-  head[0] = head[1] = little ? 'I' : 'M';
-  const uint16_t magic = big ? 43 : 42;
-  std::memcpy(&head[2], &magic, 2);
-  if (big) {
-    const uint16_t offset_size = 8, zero = 0;
-    const uint64_t first = l.header;
-    std::memcpy(&head[4], &offset_size, 2);
-    std::memcpy(&head[6], &zero, 2);
-    std::memcpy(&head[8], &first, 8);
-  } else {
-    const uint32_t first = static_cast<uint32_t>(l.header);
-    std::memcpy(&head[4], &first, 4);
+  if (!fp) fail("cannot reopen it to write the display range");
+  auto read_at = [&](uint64_t off, void* p, size_t n) {
+    if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 || std::fread(p, 1, n, fp.get()) != n)
+      fail("cannot read back its first directory");
+  };
+  uint8_t head[16] = {0};
+  read_at(0, head, sizeof head);
+  const bool le = head[0] == 'I';
+  auto get = [le](const uint8_t* p, int n) {
+    uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= uint64_t(p[le ? i : n - 1 - i]) << (8 * i);
+    return v;
+  };
+  const bool big = get(head + 2, 2) == 43;
+  const uint64_t ifd = big ? get(head + 8, 8) : get(head + 4, 4);
+  uint8_t count_bytes[8] = {0};
+  read_at(ifd, count_bytes, big ? 8 : 2);
+  const uint64_t n_entries = get(count_bytes, big ? 8 : 2);
+  const size_t entry_size = big ? 20 : 12;
+  std::vector<uint8_t> entries(static_cast<size_t>(n_entries) * entry_size);
+  read_at(ifd + (big ? 8 : 2), entries.data(), entries.size());
+  for (uint64_t k = 0; k < n_entries; ++k) {
+    const uint8_t* e = entries.data() + k * entry_size;
+    if (get(e, 2) != TIFFTAG_IMAGEDESCRIPTION) continue;
+    const uint64_t count = big ? get(e + 4, 8) : get(e + 4, 4);
+    const uint64_t at = big ? get(e + 12, 8) : get(e + 8, 4);
+    if (count <= desc.size() || count <= uint64_t(big ? 8 : 4))
+      throw Error(fmt::format("cannot write {}: its description field holds {} bytes, {} are needed",
+                              shown, count, desc.size() + 1));
+    std::vector<char> field(static_cast<size_t>(count), ' ');
+    std::copy(desc.begin(), desc.end(), field.begin());
+    field.back() = '\0';
+    if (fseeko(fp.get(), static_cast<off_t>(at), SEEK_SET) != 0 ||
+        std::fwrite(field.data(), 1, field.size(), fp.get()) != field.size())
+      fail("cannot write the display range (disk full?)");
+    if (std::fclose(fp.release()) != 0) fail("cannot write the display range (disk full?)");
+    return;
   }
-  put(head.data(), head.size(), "header");
-  const uint64_t next0 = v.nz() > 1 && l.all_ifds ? l.first_ifd_after_data : 0;
-  std::vector<uint8_t> ifd = uncompressed_ifd(t, big, true, l.data_offset).bytes(l.header, next0);
-  ifd.resize(l.data_offset - l.header, 0);
-  put(ifd.data(), ifd.size(), "IFD 0");
-  const auto* base = static_cast<const uint8_t*>(v.raw());
-  for (int64_t z = 0; z < v.nz(); ++z) {
-    put(base + uint64_t(z) * l.plane_bytes, l.plane_bytes,
-        fmt::format("plane {} (disk full?)", z).c_str());
-    if (progress) progress->update(z + 1);
-  }
-  if (v.nz() > 1 && l.all_ifds) {
-    const uint8_t pad = 0;
-    put(&pad, l.first_ifd_after_data - (l.data_offset + l.plane_bytes * uint64_t(v.nz())),
-        "padding");
-    for (int64_t z = 1; z < v.nz(); ++z) {
-      const uint64_t at = l.first_ifd_after_data + uint64_t(z - 1) * l.ifd_size;
-      const uint64_t next = z + 1 < v.nz() ? at + l.ifd_size : 0;
-      ifd = uncompressed_ifd(t, big, false, l.data_offset + uint64_t(z) * l.plane_bytes)
-                .bytes(at, next);
-      put(ifd.data(), ifd.size(), "IFDs (disk full?)");
-    }
-  }
-  if (std::fflush(fp.get()) != 0)
-    throw Error(fmt::format("cannot write {}: {} (disk full?)", path, std::strerror(errno)));
-  if (std::fclose(fp.release()) != 0)
-    throw Error(fmt::format("cannot write {}: {} (disk full?)", path, std::strerror(errno)));
+  throw Error(fmt::format("cannot write {}: its first directory has no description", shown));
 }
 
-// ---- compressed files, through libtiff ----------------------------------------------------
+// Room kept in the description of a float ImageJ stack written plane by plane for
+// "min=X\nmax=Y\n", which is known only after the last plane (a double is at most 24
+// characters as exact_number writes it).
+constexpr size_t kRangeReserve = 2 * (4 + 32 + 1);
 
-void write_compressed(const std::string& path, const std::string& temp, const Volume& v,
-                      const PageTags& tags, WriteOptions::Compression compression, bool big,
-                      Progress* progress) {
-  io::TiffFile tf = io::TiffFile::open(temp, big ? "w8" : "w");
-  if (!tf)
-    throw_input("cannot create output file {}: {}", path, tf.error_text(std::strerror(errno)));
-  TIFF* t = tf.get();
-  const uint32_t w = tags.width, h = tags.height;
-  const size_t row_bytes = size_t(w) * (tags.bits / 8);
-  const uint16_t comp =
-      compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_LZW;
-  // Horizontal differencing makes integer microscopy data compress much better, but
-  // ImageJ 1.53t undoes it only after LZW, not after deflate (slices open wrong).
-  const bool predictor = comp == COMPRESSION_LZW && v.dtype() != DType::F32;
-  // Strips of about 1 MiB: small enough to stream, large enough to compress well.
-  const uint32_t rows_per_strip = static_cast<uint32_t>(
-      std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, h));
-  // One strip of scratch: libtiff may encode in place, and the volume is const.
-  std::vector<uint8_t> scratch(size_t(rows_per_strip) * row_bytes);
-  const auto* base = static_cast<const uint8_t*>(v.raw());
-  const size_t plane_bytes = size_t(h) * row_bytes;
-  auto fail = [&](const std::string& what) {
-    throw Error(fmt::format("cannot write {}: {}", path, tf.error_text(what)));
-  };
-  for (int64_t z = 0; z < v.nz(); ++z) {
-    TIFFSetField(t, TIFFTAG_SUBFILETYPE, 0);
-    TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
-    TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
-    TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, tags.bits);
-    TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, static_cast<uint16_t>(1));
-    TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, tags.sample_format);
-    TIFFSetField(t, TIFFTAG_PHOTOMETRIC, static_cast<uint16_t>(PHOTOMETRIC_MINISBLACK));
-    TIFFSetField(t, TIFFTAG_PLANARCONFIG, static_cast<uint16_t>(PLANARCONFIG_CONTIG));
-    TIFFSetField(t, TIFFTAG_COMPRESSION, comp);
-    if (predictor) TIFFSetField(t, TIFFTAG_PREDICTOR, static_cast<uint16_t>(PREDICTOR_HORIZONTAL));
-    TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, rows_per_strip);
-    if (tags.calibrated) {
-      TIFFSetField(t, TIFFTAG_XRESOLUTION, double(tags.xres.first) / double(tags.xres.second));
-      TIFFSetField(t, TIFFTAG_YRESOLUTION, double(tags.yres.first) / double(tags.yres.second));
-      TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, tags.res_unit);
-    }
-    if (z == 0) {
-      TIFFSetField(t, TIFFTAG_IMAGEDESCRIPTION, tags.description.c_str());
-      TIFFSetField(t, TIFFTAG_SOFTWARE, tags.software.c_str());
-    }
-    const uint8_t* plane = base + static_cast<size_t>(z) * plane_bytes;
-    for (uint32_t row0 = 0, s = 0; row0 < h; row0 += rows_per_strip, ++s) {
-      const uint32_t rows = std::min(rows_per_strip, h - row0);
-      const size_t n = size_t(rows) * row_bytes;
-      std::memcpy(scratch.data(), plane + size_t(row0) * row_bytes, n);
-      if (TIFFWriteEncodedStrip(t, s, scratch.data(), static_cast<tmsize_t>(n)) < 0)
-        fail(fmt::format("cannot encode plane {} (disk full?)", z));
-    }
-    if (!TIFFWriteDirectory(t))
-      fail(fmt::format("cannot write the directory of plane {} (disk full?)", z));
-    if (progress) progress->update(z + 1);
-  }
-  if (!tf.close_checked()) fail("cannot finish the file (disk full?)");
-}
+// A TIFF written plane by plane. Uncompressed files are laid out by hand (see above): the
+// header and IFD 0 first, each plane as it comes, the other IFDs at commit. Compressed ones
+// go through libtiff, a page and its directory at a time.
+class TiffSink final : public io::PlaneSink {
+ public:
+  TiffSink(const std::string& path, const io::VolumeMeta& meta, const WriteOptions& opts,
+           const io::SinkOptions& so);
+  void write(const uint8_t* planes, int64_t n) override;
+  void commit() override;
 
-}  // namespace
+ private:
+  void put(const void* p, size_t n, const std::string& what);
+  void start_uncompressed();
+  void start_compressed(WriteOptions::Compression compression);
+  void write_compressed_plane(const uint8_t* plane);
 
-void io::write_tiff(const std::string& path, const Volume& v, const WriteOptions& opts) {
-  if (v.empty()) throw_input("cannot write an empty volume to {}", path);
-  if (v.nx() > 0xFFFFFFFFLL || v.ny() > 0xFFFFFFFFLL)
-    throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, v.nx(), v.ny());
+  std::string path_;
+  io::VolumeMeta meta_;
+  FileNotes notes_;
+  PageTags tags_;
+  bool compressed_ = false, big_ = false;
+  UncompressedLayout lay_;
+  std::unique_ptr<AtomicOutput> out_;
+  std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp_{nullptr, &std::fclose};  // uncompressed
+  io::TiffFile tf_;                                                             // compressed
+  uint16_t comp_ = COMPRESSION_NONE;
+  bool predictor_ = false;
+  uint32_t rows_per_strip_ = 0;
+  std::vector<uint8_t> scratch_;
+  // A float ImageJ stack without the whole volume: the display range, found over the planes.
+  bool patch_range_ = false;
+  double lo_ = std::numeric_limits<double>::infinity(), hi_ = -lo_;
+  int64_t z_ = 0;  // planes written
+  std::unique_ptr<Progress> progress_;
+};
+
+TiffSink::TiffSink(const std::string& path, const io::VolumeMeta& meta, const WriteOptions& opts,
+                   const io::SinkOptions& so)
+    : path_(path), meta_(meta), notes_(opts.notes) {
+  const Shape3 s = meta.shape;
+  if (s.numel() == 0) throw_input("cannot write an empty volume to {}", path);
+  if (s.x > 0xFFFFFFFFLL || s.y > 0xFFFFFFFFLL)
+    throw_input("cannot write {}: plane {}x{} is too large for TIFF", path, s.x, s.y);
   WriteOptions::Flavor flavor = opts.flavor;
   const std::string ext = lowercase_extension(path);
   if (flavor == WriteOptions::Auto)
@@ -409,42 +385,49 @@ void io::write_tiff(const std::string& path, const Volume& v, const WriteOptions
 
   std::string desc;
   if (flavor == WriteOptions::OME) {
-    if (unit_to_micron(v.unit()) <= 0 &&
-        (v.unit() != "pixel" || !(v.voxel_size() == VoxelSize{1.0, 1.0, 1.0})))
+    if (unit_to_micron(meta.unit) <= 0 &&
+        (meta.unit != "pixel" || !(meta.voxel == VoxelSize{1.0, 1.0, 1.0})))
       log_warn(
           "voxel size {} x {} x {} {} has no OME physical size: {} is written uncalibrated (ImageJ "
           "TIFF keeps "
           "it)",
-          v.voxel_size().z, v.voxel_size().y, v.voxel_size().x, v.unit(), path);
-    desc = io::ome_description(v, fs::path(path).filename().string(), opts.notes);
+          meta.voxel.z, meta.voxel.y, meta.voxel.x, meta.unit, path);
+    desc = io::ome_description(meta, fs::path(path).filename().string(), opts.notes);
+  } else if (meta.dtype == DType::F32 && !so.whole) {
+    // The range is known only at commit: the description gets room for it now, and
+    // patch_description writes it then (the field keeps its length, so no offset moves).
+    patch_range_ = true;
+    desc = io::imagej_description(meta, NAN, NAN, opts.notes);
+    desc.resize(desc.size() + kRangeReserve, ' ');
   } else {
-    double lo = 0, hi = 0;
-    if (v.dtype() == DType::F32) finite_range<float>(v, lo, hi);
-    desc = io::imagej_description(v, lo, hi, opts.notes);
+    double lo = std::numeric_limits<double>::infinity(), hi = -lo;
+    if (meta.dtype == DType::F32) finite_range(so.whole->data<float>(), so.whole->numel(), lo, hi);
+    desc = io::imagej_description(meta, lo, hi, opts.notes);
   }
-  const PageTags tags = page_tags(v, flavor, std::move(desc));
-  const double gib = double(v.size_bytes()) / double(1ull << 30);
-  const bool compressed = opts.compression != WriteOptions::None;
+  tags_ = page_tags(meta, flavor, std::move(desc));
+  const uint64_t size_bytes = uint64_t(s.numel()) * dtype_size(meta.dtype);
+  const double gib = double(size_bytes) / double(1ull << 30);
+  compressed_ = opts.compression != WriteOptions::None;
 
   // Container: BigTIFF on request; otherwise classic TIFF whenever some layout of it holds
   // the data, because ImageJ 1.x cannot open BigTIFF at all.
   bool big = opts.force_bigtiff;
-  const uint64_t plane_bytes = v.size_bytes() / uint64_t(v.nz());
-  if (!big && compressed && v.size_bytes() > bigtiff_threshold_bytes()) {
+  const uint64_t plane_bytes = size_bytes / uint64_t(s.z);
+  if (!big && compressed_ && size_bytes > bigtiff_threshold_bytes()) {
     big = true;
     log_info(
         "{} holds {:.1f} GiB: writing a compressed BigTIFF (ImageJ 1.x cannot open BigTIFF; Fiji's "
         "Bio-Formats "
         "and tifffile/napari can; write it uncompressed for ImageJ)",
         path, gib);
-  } else if (!big && !compressed && plane_bytes > bigtiff_threshold_bytes()) {
+  } else if (!big && !compressed_ && plane_bytes > bigtiff_threshold_bytes()) {
     big = true;
     log_info(
         "{}: one plane holds {:.1f} GiB, more than a classic TIFF can: writing BigTIFF (ImageJ 1.x "
         "cannot open "
         "it)",
         path, double(plane_bytes) / double(1ull << 30));
-  } else if (!big && !compressed && !classic_holds_all_ifds(tags, v.nz())) {
+  } else if (!big && !compressed_ && !classic_holds_all_ifds(tags_, s.z)) {
     if (flavor == WriteOptions::OME) {
       // OME readers (Bio-Formats, tifffile) need an IFD for every plane.
       big = true;
@@ -458,7 +441,7 @@ void io::write_tiff(const std::string& path, const Volume& v, const WriteOptions
           "{} holds {:.1f} GiB: writing ImageJ's large-stack layout (one directory, images={}, "
           "planes back to "
           "back; ImageJ, Fiji and tifffile/napari read it)",
-          path, gib, v.nz());
+          path, gib, s.z);
     }
   }
   if (opts.force_bigtiff && flavor == WriteOptions::ImageJ)
@@ -466,19 +449,159 @@ void io::write_tiff(const std::string& path, const Volume& v, const WriteOptions
         "{}: BigTIFF as asked; note that ImageJ 1.x cannot open BigTIFF (Fiji's Bio-Formats and "
         "tifffile can)",
         path);
+  big_ = big;
 
-  AtomicOutput out(path);
-  std::unique_ptr<Progress> progress;
-  if (v.size_bytes() > (size_t(256) << 20))
-    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(),
-                                          "planes");
-  if (compressed)
-    write_compressed(path, out.temp_path(), v, tags, opts.compression, big, progress.get());
-  else
-    write_uncompressed(path, out.temp_path(), v, tags, big,
-                       opts.large_stack_layout && flavor == WriteOptions::ImageJ, progress.get());
-  if (progress) progress->finish();
-  out.commit();
+  out_ = std::make_unique<AtomicOutput>(path);
+  if (so.whole && size_bytes > (uint64_t(256) << 20))
+    progress_ = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), s.z,
+                                           "planes");
+  if (compressed_) {
+    start_compressed(opts.compression);
+  } else {
+    lay_ = plan_uncompressed(tags_, s.z, big_,
+                             opts.large_stack_layout && flavor == WriteOptions::ImageJ);
+    start_uncompressed();
+  }
+}
+
+void TiffSink::put(const void* p, size_t n, const std::string& what) {
+  if (n && std::fwrite(p, 1, n, fp_.get()) != n)
+    throw Error(fmt::format("cannot write {}: {} ({})", path_, what, std::strerror(errno)));
+}
+
+// The header and IFD 0 (with its values, padded to the first plane's offset).
+void TiffSink::start_uncompressed() {
+  const UncompressedLayout& l = lay_;
+  fp_.reset(std::fopen(out_->temp_path().c_str(), "wb"));
+  if (!fp_) throw_input("cannot create output file {}: {}", path_, std::strerror(errno));
+  const uint16_t probe = 1;
+  uint8_t little = 0;
+  std::memcpy(&little, &probe, 1);
+  std::vector<uint8_t> head(l.header, 0);
+  head[0] = head[1] = little ? 'I' : 'M';
+  const uint16_t magic = big_ ? 43 : 42;
+  std::memcpy(&head[2], &magic, 2);
+  if (big_) {
+    const uint16_t offset_size = 8, zero = 0;
+    const uint64_t first = l.header;
+    std::memcpy(&head[4], &offset_size, 2);
+    std::memcpy(&head[6], &zero, 2);
+    std::memcpy(&head[8], &first, 8);
+  } else {
+    const uint32_t first = static_cast<uint32_t>(l.header);
+    std::memcpy(&head[4], &first, 4);
+  }
+  put(head.data(), head.size(), "header");
+  const int64_t nz = meta_.shape.z;
+  const uint64_t next0 = nz > 1 && l.all_ifds ? l.first_ifd_after_data : 0;
+  std::vector<uint8_t> ifd = uncompressed_ifd(tags_, big_, true, l.data_offset).bytes(l.header, next0);
+  ifd.resize(l.data_offset - l.header, 0);
+  put(ifd.data(), ifd.size(), "IFD 0");
+}
+
+void TiffSink::start_compressed(WriteOptions::Compression compression) {
+  tf_ = io::TiffFile::open(out_->temp_path(), big_ ? "w8" : "w");
+  if (!tf_)
+    throw_input("cannot create output file {}: {}", path_, tf_.error_text(std::strerror(errno)));
+  const size_t row_bytes = size_t(tags_.width) * (tags_.bits / 8);
+  comp_ = compression == WriteOptions::Deflate ? COMPRESSION_ADOBE_DEFLATE : COMPRESSION_LZW;
+  // Horizontal differencing makes integer microscopy data compress much better, but
+  // ImageJ 1.53t undoes it only after LZW, not after deflate (slices open wrong).
+  predictor_ = comp_ == COMPRESSION_LZW && meta_.dtype != DType::F32;
+  // Strips of about 1 MiB: small enough to stream, large enough to compress well.
+  rows_per_strip_ = static_cast<uint32_t>(
+      std::clamp<uint64_t>((uint64_t(1) << 20) / std::max<size_t>(row_bytes, 1), 1, tags_.height));
+  // One strip of scratch: libtiff may encode in place, and the planes are const.
+  scratch_.resize(size_t(rows_per_strip_) * row_bytes);
+}
+
+void TiffSink::write_compressed_plane(const uint8_t* plane) {
+  TIFF* t = tf_.get();
+  const uint32_t w = tags_.width, h = tags_.height;
+  const size_t row_bytes = size_t(w) * (tags_.bits / 8);
+  auto fail = [&](const std::string& what) {
+    throw Error(fmt::format("cannot write {}: {}", path_, tf_.error_text(what)));
+  };
+  TIFFSetField(t, TIFFTAG_SUBFILETYPE, 0);
+  TIFFSetField(t, TIFFTAG_IMAGEWIDTH, w);
+  TIFFSetField(t, TIFFTAG_IMAGELENGTH, h);
+  TIFFSetField(t, TIFFTAG_BITSPERSAMPLE, tags_.bits);
+  TIFFSetField(t, TIFFTAG_SAMPLESPERPIXEL, static_cast<uint16_t>(1));
+  TIFFSetField(t, TIFFTAG_SAMPLEFORMAT, tags_.sample_format);
+  TIFFSetField(t, TIFFTAG_PHOTOMETRIC, static_cast<uint16_t>(PHOTOMETRIC_MINISBLACK));
+  TIFFSetField(t, TIFFTAG_PLANARCONFIG, static_cast<uint16_t>(PLANARCONFIG_CONTIG));
+  TIFFSetField(t, TIFFTAG_COMPRESSION, comp_);
+  if (predictor_) TIFFSetField(t, TIFFTAG_PREDICTOR, static_cast<uint16_t>(PREDICTOR_HORIZONTAL));
+  TIFFSetField(t, TIFFTAG_ROWSPERSTRIP, rows_per_strip_);
+  if (tags_.calibrated) {
+    TIFFSetField(t, TIFFTAG_XRESOLUTION, double(tags_.xres.first) / double(tags_.xres.second));
+    TIFFSetField(t, TIFFTAG_YRESOLUTION, double(tags_.yres.first) / double(tags_.yres.second));
+    TIFFSetField(t, TIFFTAG_RESOLUTIONUNIT, tags_.res_unit);
+  }
+  if (z_ == 0) {
+    TIFFSetField(t, TIFFTAG_IMAGEDESCRIPTION, tags_.description.c_str());
+    TIFFSetField(t, TIFFTAG_SOFTWARE, tags_.software.c_str());
+  }
+  for (uint32_t row0 = 0, s = 0; row0 < h; row0 += rows_per_strip_, ++s) {
+    const uint32_t rows = std::min(rows_per_strip_, h - row0);
+    const size_t n = size_t(rows) * row_bytes;
+    std::memcpy(scratch_.data(), plane + size_t(row0) * row_bytes, n);
+    if (TIFFWriteEncodedStrip(t, s, scratch_.data(), static_cast<tmsize_t>(n)) < 0)
+      fail(fmt::format("cannot encode plane {} (disk full?)", z_));
+  }
+  if (!TIFFWriteDirectory(t))
+    fail(fmt::format("cannot write the directory of plane {} (disk full?)", z_));
+}
+
+void TiffSink::write(const uint8_t* planes, int64_t n) {
+  const uint64_t plane_bytes = uint64_t(tags_.width) * tags_.height * (tags_.bits / 8);
+  if (patch_range_)
+    finite_range(reinterpret_cast<const float*>(planes), n * int64_t(tags_.width) * tags_.height,
+                 lo_, hi_);
+  for (int64_t k = 0; k < n; ++k, ++z_) {
+    const uint8_t* plane = planes + uint64_t(k) * plane_bytes;
+    if (compressed_)
+      write_compressed_plane(plane);
+    else
+      put(plane, plane_bytes, fmt::format("plane {} (disk full?)", z_));
+    if (progress_) progress_->update(z_ + 1);
+  }
+}
+
+void TiffSink::commit() {
+  const int64_t nz = meta_.shape.z;
+  if (compressed_) {
+    if (!tf_.close_checked())
+      throw Error(fmt::format("cannot write {}: {}", path_, tf_.error_text("cannot finish the file (disk full?)")));
+  } else {
+    const UncompressedLayout& l = lay_;
+    if (nz > 1 && l.all_ifds) {
+      const uint8_t pad = 0;
+      put(&pad, l.first_ifd_after_data - (l.data_offset + l.plane_bytes * uint64_t(nz)), "padding");
+      for (int64_t z = 1; z < nz; ++z) {
+        const uint64_t at = l.first_ifd_after_data + uint64_t(z - 1) * l.ifd_size;
+        const uint64_t next = z + 1 < nz ? at + l.ifd_size : 0;
+        const std::vector<uint8_t> ifd =
+            uncompressed_ifd(tags_, big_, false, l.data_offset + uint64_t(z) * l.plane_bytes).bytes(at, next);
+        put(ifd.data(), ifd.size(), "IFDs (disk full?)");
+      }
+    }
+    if (std::fflush(fp_.get()) != 0)
+      throw Error(fmt::format("cannot write {}: {} (disk full?)", path_, std::strerror(errno)));
+    if (std::fclose(fp_.release()) != 0)
+      throw Error(fmt::format("cannot write {}: {} (disk full?)", path_, std::strerror(errno)));
+  }
+  if (patch_range_)
+    patch_description(out_->temp_path(), path_, io::imagej_description(meta_, lo_, hi_, notes_));
+  if (progress_) progress_->finish();
+  out_->commit();
+}
+
+}  // namespace
+
+std::unique_ptr<io::PlaneSink> io::open_tiff_sink(const std::string& path, const VolumeMeta& meta,
+                                                  const WriteOptions& opts, const SinkOptions& so) {
+  return std::make_unique<TiffSink>(path, meta, opts, so);
 }
 
 }  // namespace isoprompt

@@ -807,59 +807,113 @@ void ZarrWriter::commit() {
   out_->commit();
 }
 
-// ---- read_volume / write_volume -----------------------------------------------------------
+// ---- the plane source and sink (read_volume / write_volume) --------------------------------
 
 namespace io {
 
-Volume read_zarr(const std::string& path, const ReadOptions& opts, TiffFileInfo* info_out) {
-  const ZarrReader r(path, opts);
-  const ZarrLayout& l = r.layout();
-  TiffFileInfo info;
-  info.path = path;
-  info.container = "Zarr";
-  info.flavor = l.ome ? "OME-Zarr" : "Zarr";
-  info.format_version = l.ome ? l.ngff_version : "";
-  info.compression = l.array.compression_name();
-  info.big_endian = l.array.big_endian;
-  info.tiled = true;
-  info.chunks = {l.axis_z >= 0 ? l.array.chunks[static_cast<size_t>(l.axis_z)] : 1,
-                 l.array.chunks[static_cast<size_t>(l.axis_y)],
-                 l.array.chunks[static_cast<size_t>(l.axis_x)]};
-  info.dataset =
-      fs::relative(r.array_dir(), parse_volume_path(path).file).lexically_normal().string();
-  info.levels = l.n_levels;
-  info.pages = r.shape().z;
-  info.channels = static_cast<int>(l.size(l.axis_c));
-  info.times = static_cast<int>(l.size(l.axis_t));
-  info.channel = r.channel();
-  info.time = r.time();
-  info.calibrated = l.calibrated;
-  info.file_unit = l.file_unit;
-  Volume v = r.read_all();
-  apply_nan_policy(v, opts, path, info);
-  if (!info.calibrated)
-    log_debug("{} has no calibration: voxel size 1,1,1 pixel (set it with --voxel-size)", path);
-  if (info_out) *info_out = info;
-  return v;
+namespace {
+
+// An OME-Zarr image (or a plain array) opened for reading planes: ZarrReader's boxes of
+// whole planes, decoding only the chunks they touch.
+class ZarrSource final : public PlaneSource {
+ public:
+  ZarrSource(const std::string& path, const ReadOptions& opts) : r_(path, opts) {
+    const ZarrLayout& l = r_.layout();
+    shape = r_.shape();
+    dtype = r_.dtype();
+    voxel = r_.voxel_size();
+    unit = r_.unit();
+    where = path;
+    info.path = path;
+    info.container = "Zarr";
+    info.flavor = l.ome ? "OME-Zarr" : "Zarr";
+    info.format_version = l.ome ? l.ngff_version : "";
+    info.compression = l.array.compression_name();
+    info.big_endian = l.array.big_endian;
+    info.tiled = true;
+    info.chunks = {l.axis_z >= 0 ? l.array.chunks[static_cast<size_t>(l.axis_z)] : 1,
+                   l.array.chunks[static_cast<size_t>(l.axis_y)],
+                   l.array.chunks[static_cast<size_t>(l.axis_x)]};
+    info.dataset =
+        fs::relative(r_.array_dir(), parse_volume_path(path).file).lexically_normal().string();
+    info.levels = l.n_levels;
+    info.pages = r_.shape().z;
+    info.channels = static_cast<int>(l.size(l.axis_c));
+    info.times = static_cast<int>(l.size(l.axis_t));
+    info.channel = r_.channel();
+    info.time = r_.time();
+    info.calibrated = l.calibrated;
+    info.file_unit = l.file_unit;
+    if (!info.calibrated)
+      log_debug("{} has no calibration: voxel size 1,1,1 pixel (set it with --voxel-size)", path);
+  }
+  // read_box checks that the box fits in memory: for read_volume the whole volume, as before.
+  Volume read(int64_t z0, int64_t n) override {
+    return r_.read_box({z0, 0, 0}, {n, shape.y, shape.x});
+  }
+
+ private:
+  ZarrReader r_;
+};
+
+// An OME-Zarr store written plane by plane: ZarrWriter's slabs of chunk_shape().z planes,
+// taken straight from the caller's planes when they hold whole slabs, else buffered.
+class ZarrSink final : public PlaneSink {
+ public:
+  ZarrSink(const std::string& path, const VolumeMeta& meta, const WriteOptions& opts,
+           const SinkOptions& so)
+      : w_(path, meta.shape, meta.dtype, meta.voxel, meta.unit, opts.zarr), meta_(meta) {
+    const uint64_t bytes = uint64_t(meta.shape.numel()) * dtype_size(meta.dtype);
+    if (so.whole && bytes > (uint64_t(256) << 20))
+      progress_ = std::make_unique<Progress>("writing " + fs::path(path).filename().string(),
+                                             meta.shape.z, "planes");
+  }
+  void write(const uint8_t* planes, int64_t n) override {
+    const int64_t cz = w_.chunk_shape().z, nz = meta_.shape.z;
+    const size_t plane_bytes = size_t(meta_.shape.y * meta_.shape.x) * dtype_size(meta_.dtype);
+    while (n > 0) {
+      const int64_t buffered = int64_t(pending_.size() / plane_bytes);
+      const int64_t slab = std::min(cz, nz - z_);  // the last slab may be shorter
+      if (buffered == 0 && n >= slab) {
+        w_.write_slab(z_, slab, planes);
+        planes += size_t(slab) * plane_bytes, n -= slab, z_ += slab;
+      } else {
+        const int64_t take = std::min(n, slab - buffered);
+        pending_.insert(pending_.end(), planes, planes + size_t(take) * plane_bytes);
+        planes += size_t(take) * plane_bytes, n -= take;
+        if (buffered + take == slab) {
+          w_.write_slab(z_, slab, pending_.data());
+          pending_.clear();
+          z_ += slab;
+        }
+      }
+      if (progress_) progress_->update(z_);
+    }
+  }
+  void commit() override {
+    if (progress_) progress_->finish();
+    w_.commit();
+  }
+
+ private:
+  ZarrWriter w_;
+  VolumeMeta meta_;
+  std::vector<uint8_t> pending_;  // planes of a partial chunk slab
+  int64_t z_ = 0;                 // planes in written slabs
+  std::unique_ptr<Progress> progress_;
+};
+
+}  // namespace
+
+std::unique_ptr<PlaneSource> open_zarr_source(const std::string& path, const ReadOptions& opts,
+                                              bool) {
+  return std::make_unique<ZarrSource>(path, opts);
 }
 
-void write_zarr(const std::string& path, const Volume& v, const WriteOptions& opts) {
-  if (v.empty()) throw_input("cannot write an empty volume to {}", path);
-  ZarrWriter w(path, v.shape(), v.dtype(), v.voxel_size(), v.unit(), opts.zarr);
-  const int64_t cz = w.chunk_shape().z;
-  const size_t plane_bytes = static_cast<size_t>(v.ny() * v.nx()) * dtype_size(v.dtype());
-  std::unique_ptr<Progress> progress;
-  if (v.size_bytes() > (size_t(256) << 20))
-    progress = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), v.nz(),
-                                          "planes");
-  const auto* base = static_cast<const uint8_t*>(v.raw());
-  for (int64_t z0 = 0; z0 < v.nz(); z0 += cz) {
-    const int64_t n = std::min(cz, v.nz() - z0);
-    w.write_slab(z0, n, base + static_cast<size_t>(z0) * plane_bytes);
-    if (progress) progress->update(z0 + n);
-  }
-  if (progress) progress->finish();
-  w.commit();
+std::unique_ptr<PlaneSink> open_zarr_sink(const std::string& path, const VolumeMeta& meta,
+                                          const WriteOptions& opts, const SinkOptions& so) {
+  if (meta.shape.numel() == 0) throw_input("cannot write an empty volume to {}", path);
+  return std::make_unique<ZarrSink>(path, meta, opts, so);
 }
 
 }  // namespace io
