@@ -6,6 +6,9 @@
 #include "isoprompt/log.h"
 
 #ifdef ISOPROMPT_MPI
+// The C API only: the deprecated C++ bindings would need libmpi_cxx.
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
 #include <mpi.h>
 #endif
 
