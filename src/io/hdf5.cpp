@@ -1,6 +1,8 @@
 // HDF5 input (and output) of one 3D dataset: `file.h5:/group/dataset`, uint8, uint16 or
 // float32, chunked or contiguous, any filter the library decodes; the voxel size is the
 // `element_size_um` attribute (z, y, x in micrometres: the ilastik / IsoVEM convention).
+// Planes are read and written as hyperslabs (the source and sink behind PlaneReader /
+// PlaneWriter and read_volume / write_volume).
 #include <cmath>
 #include <filesystem>
 #include <mutex>
@@ -321,14 +323,16 @@ Hdf5Source::Hdf5Source(const std::string& path, const ReadOptions& opts, bool wh
 // One hyperslab: planes [z0, z0 + n) of the dataset (a 2D dataset is one plane).
 Volume Hdf5Source::read(int64_t z0, int64_t n) {
   Volume vol({n, shape.y, shape.x}, dtype, voxel, unit);
-  const hsize_t start3[3] = {hsize_t(z0), 0, 0}, count3[3] = {hsize_t(n), hsize_t(shape.y), hsize_t(shape.x)};
+  const hsize_t start3[3] = {hsize_t(z0), 0, 0},
+                count3[3] = {hsize_t(n), hsize_t(shape.y), hsize_t(shape.x)};
   const hsize_t* start = rank_ == 3 ? start3 : start3 + 1;
   const hsize_t* count = rank_ == 3 ? count3 : count3 + 1;
   H5Handle fspace(H5Dget_space(dset_.get()), H5Sclose);
   H5Handle mspace(H5Screate_simple(rank_, count, nullptr), H5Sclose);
+  const hid_t mem_type = native_type(dtype);
   if (!fspace || !mspace ||
       H5Sselect_hyperslab(fspace.get(), H5S_SELECT_SET, start, nullptr, count, nullptr) < 0 ||
-      H5Dread(dset_.get(), native_type(dtype), mspace.get(), fspace.get(), H5P_DEFAULT, vol.raw()) < 0)
+      H5Dread(dset_.get(), mem_type, mspace.get(), fspace.get(), H5P_DEFAULT, vol.raw()) < 0)
     throw_input("cannot read dataset {}: {}", where, hdf5_error_text());
   return vol;
 }
@@ -357,10 +361,10 @@ class Hdf5Sink final : public PlaneSink {
   VolumeMeta meta_;
   std::string file_path_, where_;
   std::unique_ptr<AtomicOutput> out_;
-  H5Handle file_, dset_;   // the dataset closes before the file
-  int64_t chunk_z_ = 0;    // 0: contiguous
+  H5Handle file_, dset_;          // the dataset closes before the file
+  int64_t chunk_z_ = 0;           // 0: contiguous
   std::vector<uint8_t> pending_;  // buffered planes of a partial chunk slab
-  int64_t z_ = 0;          // planes written to the dataset
+  int64_t z_ = 0;                 // planes written to the dataset
 };
 
 Hdf5Sink::Hdf5Sink(const std::string& path, const VolumeMeta& meta, const WriteOptions& opts)
@@ -386,7 +390,8 @@ Hdf5Sink::Hdf5Sink(const std::string& path, const VolumeMeta& meta, const WriteO
   H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
   H5Pset_create_intermediate_group(lcpl.get(), 1);
   if (opts.compression == WriteOptions::Deflate) {
-    const hsize_t chunk[3] = {hsize_t(std::min<int64_t>(s.z, 32)), hsize_t(std::min<int64_t>(s.y, 256)),
+    const hsize_t chunk[3] = {hsize_t(std::min<int64_t>(s.z, 32)),
+                              hsize_t(std::min<int64_t>(s.y, 256)),
                               hsize_t(std::min<int64_t>(s.x, 256))};
     H5Pset_chunk(dcpl.get(), 3, chunk);
     H5Pset_shuffle(dcpl.get());
@@ -449,9 +454,9 @@ void Hdf5Sink::commit() {
                           scale_to_micron(meta_.voxel.x, f)};
     const hsize_t three = 3;
     H5Handle aspace(H5Screate_simple(1, &three, nullptr), H5Sclose);
-    H5Handle attr(H5Acreate2(dset_.get(), kVoxelAttr, H5T_IEEE_F64LE, aspace.get(), H5P_DEFAULT,
-                             H5P_DEFAULT),
-                  H5Aclose);
+    H5Handle attr(
+        H5Acreate2(dset_.get(), kVoxelAttr, H5T_IEEE_F64LE, aspace.get(), H5P_DEFAULT, H5P_DEFAULT),
+        H5Aclose);
     if (!attr || H5Awrite(attr.get(), H5T_NATIVE_DOUBLE, um) < 0)
       throw Error(fmt::format("cannot write {} of {}: {}", kVoxelAttr, where_, hdf5_error_text()));
   } else if (meta_.unit != "pixel" || !(meta_.voxel == VoxelSize{1.0, 1.0, 1.0})) {

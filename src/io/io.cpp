@@ -1,4 +1,5 @@
-// read_volume / write_volume: the format comes from the path (see parse_volume_path).
+// read_volume / write_volume: the plane reader and writer run over the whole volume; the
+// format comes from the path (see parse_volume_path).
 #include "isoprompt/io.h"
 
 #include <unistd.h>
@@ -26,7 +27,8 @@ Volume read_volume(const std::string& path, const ReadOptions& opts, TiffFileInf
 void write_volume(const std::string& path, const Volume& v, const WriteOptions& opts) {
   io::SinkOptions so;
   so.whole = &v;
-  const std::unique_ptr<io::PlaneSink> sink = io::open_plane_sink(path, io::volume_meta(v), opts, so);
+  const std::unique_ptr<io::PlaneSink> sink =
+      io::open_plane_sink(path, io::volume_meta(v), opts, so);
   sink->write(static_cast<const uint8_t*>(v.raw()), v.nz());
   sink->commit();
 }

@@ -59,7 +59,6 @@ std::string imagej_description(const VolumeMeta& v, double min_value, double max
 std::string ome_description(const VolumeMeta& v, const std::string& name,
                             const FileNotes& notes = {});
 
-
 // Replaces control characters (from a corrupt file) so messages stay one readable line.
 std::string printable(const std::string& s);
 

@@ -65,8 +65,8 @@ Volume read_source_planes(PlaneSource& src, int64_t z0, int64_t n, const ReadOpt
                           bool& warned) {
   const int64_t nz = src.shape.z;
   if (z0 < 0 || n < 1 || z0 > nz || n > nz - z0)
-    throw_input("planes {}..{} are outside {}: it has {} planes (0..{})", z0, z0 + n - 1,
-                src.where, nz, nz - 1);
+    throw_input("planes {}..{} are outside {}: it has {} planes (0..{})", z0, z0 + n - 1, src.where,
+                nz, nz - 1);
   Volume v = src.read(z0, n);
   if (v.dtype() != DType::F32) return v;
   const NonFiniteReport nf = find_non_finite(v);
@@ -95,12 +95,12 @@ Volume read_source_planes(PlaneSource& src, int64_t z0, int64_t n, const ReadOpt
             "{}: --nan replace needs the whole volume in memory here: the non-finite voxel at z "
             "{}, y {}, x {} has no finite neighbour, and such a voxel gets the median of all "
             "finite voxels of the volume",
-            src.where, z0 - first + isolated / plane, isolated % plane / v.nx(),
-            isolated % v.nx());
+            src.where, z0 - first + isolated / plane, isolated % plane / v.nx(), isolated % v.nx());
       }
-      std::memcpy(v.raw(), static_cast<const uint8_t*>(ext.raw()) + static_cast<size_t>(first) *
-                                                                        (v.size_bytes() / static_cast<size_t>(n)),
-                  v.size_bytes());
+      const size_t plane_bytes = v.size_bytes() / static_cast<size_t>(n);
+      const auto* replaced =
+          static_cast<const uint8_t*>(ext.raw()) + static_cast<size_t>(first) * plane_bytes;
+      std::memcpy(v.raw(), replaced, v.size_bytes());
     }
     log_warn(
         "{}: replaced {} NaN and {} Inf voxels{} (the first at z {}, y {}, x {}) by the median of "
@@ -131,11 +131,21 @@ PlaneReader::PlaneReader(const std::string& path, const ReadOptions& opts)
 
 PlaneReader::~PlaneReader() = default;
 
-Shape3 PlaneReader::shape() const { return impl_->src->shape; }
-DType PlaneReader::dtype() const { return impl_->src->dtype; }
-VoxelSize PlaneReader::voxel_size() const { return impl_->src->voxel; }
-const std::string& PlaneReader::unit() const { return impl_->src->unit; }
-const TiffFileInfo& PlaneReader::info() const { return impl_->src->info; }
+Shape3 PlaneReader::shape() const {
+  return impl_->src->shape;
+}
+DType PlaneReader::dtype() const {
+  return impl_->src->dtype;
+}
+VoxelSize PlaneReader::voxel_size() const {
+  return impl_->src->voxel;
+}
+const std::string& PlaneReader::unit() const {
+  return impl_->src->unit;
+}
+const TiffFileInfo& PlaneReader::info() const {
+  return impl_->src->info;
+}
 
 Volume PlaneReader::read_planes(int64_t z0, int64_t n) {
   return io::read_source_planes(*impl_->src, z0, n, impl_->opts, impl_->warned);
@@ -161,7 +171,9 @@ PlaneWriter::PlaneWriter(const std::string& path, Shape3 shape, DType dtype, Vox
 
 PlaneWriter::~PlaneWriter() = default;
 
-int64_t PlaneWriter::planes_written() const { return impl_->written; }
+int64_t PlaneWriter::planes_written() const {
+  return impl_->written;
+}
 
 void PlaneWriter::write_planes(const Volume& planes) {
   Impl& w = *impl_;

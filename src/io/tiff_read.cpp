@@ -1,4 +1,5 @@
-// Reading TIFF stacks (ImageJ, OME-TIFF, plain) into a Volume.
+// Reading TIFF stacks (ImageJ, OME-TIFF, plain) plane by plane: the source behind
+// PlaneReader and read_volume.
 #include <tiffio.h>
 
 #include <cmath>

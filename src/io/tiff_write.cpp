@@ -1,4 +1,5 @@
-// Writing a Volume as an ImageJ-compatible TIFF or an OME-TIFF.
+// Writing an ImageJ-compatible TIFF or an OME-TIFF plane by plane: the sink behind
+// PlaneWriter and write_volume.
 #include <tiffio.h>
 
 #include <algorithm>
@@ -291,7 +292,8 @@ void patch_description(const std::string& file, const std::string& shown, const 
   };
   if (!fp) fail("cannot reopen it to write the display range");
   auto read_at = [&](uint64_t off, void* p, size_t n) {
-    if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 || std::fread(p, 1, n, fp.get()) != n)
+    if (fseeko(fp.get(), static_cast<off_t>(off), SEEK_SET) != 0 ||
+        std::fread(p, 1, n, fp.get()) != n)
       fail("cannot read back its first directory");
   };
   uint8_t head[16] = {0};
@@ -316,8 +318,9 @@ void patch_description(const std::string& file, const std::string& shown, const 
     const uint64_t count = big ? get(e + 4, 8) : get(e + 4, 4);
     const uint64_t at = big ? get(e + 12, 8) : get(e + 8, 4);
     if (count <= desc.size() || count <= uint64_t(big ? 8 : 4))
-      throw Error(fmt::format("cannot write {}: its description field holds {} bytes, {} are needed",
-                              shown, count, desc.size() + 1));
+      throw Error(
+          fmt::format("cannot write {}: its description field holds {} bytes, {} are needed", shown,
+                      count, desc.size() + 1));
     std::vector<char> field(static_cast<size_t>(count), ' ');
     std::copy(desc.begin(), desc.end(), field.begin());
     field.back() = '\0';
@@ -359,7 +362,7 @@ class TiffSink final : public io::PlaneSink {
   UncompressedLayout lay_;
   std::unique_ptr<AtomicOutput> out_;
   std::unique_ptr<std::FILE, int (*)(std::FILE*)> fp_{nullptr, &std::fclose};  // uncompressed
-  io::TiffFile tf_;                                                             // compressed
+  io::TiffFile tf_;                                                            // compressed
   uint16_t comp_ = COMPRESSION_NONE;
   bool predictor_ = false;
   uint32_t rows_per_strip_ = 0;
@@ -453,8 +456,8 @@ TiffSink::TiffSink(const std::string& path, const io::VolumeMeta& meta, const Wr
 
   out_ = std::make_unique<AtomicOutput>(path);
   if (so.whole && size_bytes > (uint64_t(256) << 20))
-    progress_ = std::make_unique<Progress>("writing " + fs::path(path).filename().string(), s.z,
-                                           "planes");
+    progress_ =
+        std::make_unique<Progress>("writing " + fs::path(path).filename().string(), s.z, "planes");
   if (compressed_) {
     start_compressed(opts.compression);
   } else {
@@ -494,7 +497,8 @@ void TiffSink::start_uncompressed() {
   put(head.data(), head.size(), "header");
   const int64_t nz = meta_.shape.z;
   const uint64_t next0 = nz > 1 && l.all_ifds ? l.first_ifd_after_data : 0;
-  std::vector<uint8_t> ifd = uncompressed_ifd(tags_, big_, true, l.data_offset).bytes(l.header, next0);
+  std::vector<uint8_t> ifd =
+      uncompressed_ifd(tags_, big_, true, l.data_offset).bytes(l.header, next0);
   ifd.resize(l.data_offset - l.header, 0);
   put(ifd.data(), ifd.size(), "IFD 0");
 }
@@ -572,7 +576,8 @@ void TiffSink::commit() {
   const int64_t nz = meta_.shape.z;
   if (compressed_) {
     if (!tf_.close_checked())
-      throw Error(fmt::format("cannot write {}: {}", path_, tf_.error_text("cannot finish the file (disk full?)")));
+      throw Error(fmt::format("cannot write {}: {}", path_,
+                              tf_.error_text("cannot finish the file (disk full?)")));
   } else {
     const UncompressedLayout& l = lay_;
     if (nz > 1 && l.all_ifds) {
@@ -582,7 +587,8 @@ void TiffSink::commit() {
         const uint64_t at = l.first_ifd_after_data + uint64_t(z - 1) * l.ifd_size;
         const uint64_t next = z + 1 < nz ? at + l.ifd_size : 0;
         const std::vector<uint8_t> ifd =
-            uncompressed_ifd(tags_, big_, false, l.data_offset + uint64_t(z) * l.plane_bytes).bytes(at, next);
+            uncompressed_ifd(tags_, big_, false, l.data_offset + uint64_t(z) * l.plane_bytes)
+                .bytes(at, next);
         put(ifd.data(), ifd.size(), "IFDs (disk full?)");
       }
     }

@@ -1,4 +1,5 @@
-// OME-Zarr stores: chunk codecs, ZarrReader and ZarrWriter, and read_zarr / write_zarr.
+// OME-Zarr stores: chunk codecs, ZarrReader and ZarrWriter, and the plane source and sink
+// behind PlaneReader / PlaneWriter and read_volume / write_volume.
 #include "isoprompt/zarr.h"
 
 #include <blosc.h>

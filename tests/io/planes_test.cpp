@@ -1,6 +1,8 @@
 // PlaneReader / PlaneWriter (library level): plane-wise reading and writing give exactly
 // what read_volume and write_volume give, for every format and flavour; range and count
 // errors; temporaries; the NaN policies over plane groups; and a file larger than memory.
+#include "isoprompt/planes.h"
+
 #include <gtest/gtest.h>
 #include <hdf5.h>
 #include <unistd.h>
@@ -14,7 +16,6 @@
 #include "io/hdf5_handle.h"
 #include "isoprompt/io.h"
 #include "isoprompt/log.h"
-#include "isoprompt/planes.h"
 #include "test_util.h"
 #include "tiff_fixtures.h"
 
@@ -230,11 +231,13 @@ TEST(PlanesRead, TiledBigEndianHyperstacksContiguous) {
   TempDir dir;
   std::vector<RawPage> tiled, be;
   for (int z = 0; z < 6; ++z) {
-    RawPage p = make_page<uint16_t>(40, 37, [z](uint32_t y, uint32_t x) { return z * 10000 + y * 100 + x; });
+    RawPage p = make_page<uint16_t>(
+        40, 37, [z](uint32_t y, uint32_t x) { return z * 10000 + y * 100 + x; });
     p.tiled = true;
     p.compression = COMPRESSION_ADOBE_DEFLATE;
     tiled.push_back(p);
-    RawPage q = make_page<float>(9, 11, [z](uint32_t y, uint32_t x) { return z - 0.25f * y + 1e-3f * x; });
+    RawPage q =
+        make_page<float>(9, 11, [z](uint32_t y, uint32_t x) { return z - 0.25f * y + 1e-3f * x; });
     q.rows_per_strip = 4;
     q.compression = COMPRESSION_LZW;
     be.push_back(q);
@@ -247,7 +250,8 @@ TEST(PlanesRead, TiledBigEndianHyperstacksContiguous) {
   // 2 channels x 5 slices x 2 frames, channels fastest (ImageJ's order).
   std::vector<RawPage> hs;
   for (int page = 0; page < 20; ++page) {
-    RawPage p = make_page<uint16_t>(5, 4, [page](uint32_t y, uint32_t x) { return page * 100 + y * 10 + x; });
+    RawPage p = make_page<uint16_t>(
+        5, 4, [page](uint32_t y, uint32_t x) { return page * 100 + y * 10 + x; });
     p.description =
         "ImageJ=1.53t\nimages=20\nchannels=2\nslices=5\nframes=2\nhyperstack=true\nmode=composite\n"
         "unit=micron\nspacing=0.5\nloop=false\n";
@@ -275,7 +279,8 @@ TEST(PlanesRead, TiledBigEndianHyperstacksContiguous) {
     std::string b = "MM";
     auto u16 = [&](uint16_t v) { b += char(v >> 8), b += char(v & 0xFF); };
     auto u32 = [&](uint32_t v) { u16(uint16_t(v >> 16)), u16(uint16_t(v & 0xFFFF)); };
-    const std::string desc = "ImageJ=1.54f\nimages=6\nslices=6\nunit=micron\nspacing=2.0\nloop=false\n";
+    const std::string desc =
+        "ImageJ=1.54f\nimages=6\nslices=6\nunit=micron\nspacing=2.0\nloop=false\n";
     u16(42);
     const uint32_t data_bytes = w * h * n * 2, desc_off = 8 + data_bytes;
     const uint32_t ifd_off = desc_off + uint32_t(desc.size()) + 1 + ((desc.size() + 1) % 2);
@@ -307,7 +312,8 @@ TEST(PlanesRead, TiledBigEndianHyperstacksContiguous) {
     expect_planes_match(dir.file("contig_be.tif"));
     PlaneReader r(dir.file("contig_be.tif"));
     EXPECT_TRUE(r.info().big_endian);
-    EXPECT_EQ(r.read_planes(4, 1).at<uint16_t>(0, 2, 3), uint16_t(1000 + 300 * (4 * 15 + 2 * 5 + 3)));
+    EXPECT_EQ(r.read_planes(4, 1).at<uint16_t>(0, 2, 3),
+              uint16_t(1000 + 300 * (4 * 15 + 2 * 5 + 3)));
   }
 }
 
@@ -338,7 +344,8 @@ TEST(PlanesRead, Hdf5AndZarr) {
     io::H5Handle dcpl(H5Pcreate(H5P_DATASET_CREATE), H5Pclose);
     H5Pset_chunk(dcpl.get(), 3, chunk);
     H5Pset_deflate(dcpl.get(), 4);
-    io::H5Handle d(H5Dcreate2(f.get(), "/stack", H5T_STD_U16BE, space.get(), H5P_DEFAULT, dcpl.get(), H5P_DEFAULT),
+    io::H5Handle d(H5Dcreate2(f.get(), "/stack", H5T_STD_U16BE, space.get(), H5P_DEFAULT,
+                              dcpl.get(), H5P_DEFAULT),
                    H5Dclose);
     std::vector<uint16_t> vals(7 * 6 * 5);
     for (size_t i = 0; i < vals.size(); ++i) vals[i] = static_cast<uint16_t>(i * 211);
@@ -357,10 +364,14 @@ TEST(PlanesRead, OutOfRangePlanes) {
   write_volume(path, pattern(DType::U16));
   PlaneReader r(path);
   const std::string tail = ": it has 7 planes (0..6)";
-  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(-1, 1); }), "planes -1..-1 are outside " + path + tail);
-  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(7, 1); }), "planes 7..7 are outside " + path + tail);
-  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(5, 3); }), "planes 5..7 are outside " + path + tail);
-  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(2, 0); }), "planes 2..1 are outside " + path + tail);
+  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(-1, 1); }),
+            "planes -1..-1 are outside " + path + tail);
+  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(7, 1); }),
+            "planes 7..7 are outside " + path + tail);
+  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(5, 3); }),
+            "planes 5..7 are outside " + path + tail);
+  EXPECT_EQ(error_of<InputError>([&] { r.read_planes(2, 0); }),
+            "planes 2..1 are outside " + path + tail);
   EXPECT_EQ(r.read_planes(6, 1).nz(), 1);  // the reader still works
   // Opening a missing file is read_volume's error.
   EXPECT_EQ(error_of<InputError>([&] { PlaneReader m(dir.file("none.tif")); }),
@@ -385,7 +396,7 @@ TEST(PlanesRead, NanPolicies) {
 
   {
     WarningCounter warnings;
-    expect_planes_match(path);  // Keep: bit-exact NaNs, the same counts in info()
+    expect_planes_match(path);                // Keep: bit-exact NaNs, the same counts in info()
     ASSERT_EQ(warnings.messages.size(), 2u);  // read_volume's and the plane reader's one
     EXPECT_EQ(warnings.messages[0], path + " contains 3 NaN and 2 Inf voxels");
     EXPECT_EQ(warnings.messages[1], path + " contains 1 NaN and 0 Inf voxels in planes 0..0");
@@ -396,8 +407,11 @@ TEST(PlanesRead, NanPolicies) {
     PlaneReader r(path, refuse);
     EXPECT_EQ(r.read_planes(5, 1).nz(), 1);  // no NaN there
     const std::string msg = error_of<InputError>([&] { r.read_planes(2, 3); });
-    EXPECT_EQ(msg.rfind(path + " contains 1 NaN and 1 Inf voxels in planes 2..4 (the first at z 3, y 0, x 0)", 0),
-              0u)
+    EXPECT_EQ(
+        msg.rfind(
+            path + " contains 1 NaN and 1 Inf voxels in planes 2..4 (the first at z 3, y 0, x 0)",
+            0),
+        0u)
         << msg;
   }
   ReadOptions replace;
@@ -424,8 +438,10 @@ TEST(PlanesRead, NanPolicies) {
   EXPECT_TRUE(same_voxels(r.read_planes(0, 2), planes_of(whole, 0, 2)));  // (2,2,2) not in them
   EXPECT_EQ(error_of<InputError>([&] { r.read_planes(1, 3); }),
             path +
-                ": --nan replace needs the whole volume in memory here: the non-finite voxel at z 2, y 2, x 2 "
-                "has no finite neighbour, and such a voxel gets the median of all finite voxels of the volume");
+                ": --nan replace needs the whole volume in memory here: the non-finite voxel at z "
+                "2, y 2, x 2 "
+                "has no finite neighbour, and such a voxel gets the median of all finite voxels of "
+                "the volume");
 }
 
 // A volume larger than this machine's memory: read_volume refuses it, the plane reader
@@ -441,7 +457,8 @@ TEST(PlanesRead, VolumeLargerThanMemory) {
   const std::string path = dir.file("huge.tif");
   std::string first(plane, '\0');
   for (uint64_t i = 0; i < plane; ++i) first[i] = char(i * 7 % 251);
-  write_imagej_contiguous_le(path, w, h, fmt::format("ImageJ=1.54f\nimages={}\nslices={}\nloop=false\n", n, n),
+  write_imagej_contiguous_le(path, w, h,
+                             fmt::format("ImageJ=1.54f\nimages={}\nslices={}\nloop=false\n", n, n),
                              data_offset, first, data_offset + n * plane);
   if (HasFatalFailure()) return;
   {
@@ -451,7 +468,9 @@ TEST(PlanesRead, VolumeLargerThanMemory) {
     f.put(char(99));
   }
   const std::string msg = error_of<InputError>([&] { read_volume(path); });
-  EXPECT_EQ(msg.rfind(path + " is too large for this machine: " + std::to_string(n) + "x4096x4096 uint8 needs ", 0),
+  EXPECT_EQ(msg.rfind(path + " is too large for this machine: " + std::to_string(n) +
+                          "x4096x4096 uint8 needs ",
+                      0),
             0u)
       << msg;
   PlaneReader r(path);
@@ -480,7 +499,8 @@ TEST(PlanesWrite, TiffIsByteIdentical) {
   for (DType t : {DType::U8, DType::U16, DType::F32})
     for (const char* ext : {".tif", ".ome.tif"})
       for (auto comp : {WriteOptions::None, WriteOptions::Deflate, WriteOptions::LZW})
-        if (!(t == DType::F32 && std::string(ext) == ".tif")) cases.push_back({t, ext, comp, false, false});
+        if (!(t == DType::F32 && std::string(ext) == ".tif"))
+          cases.push_back({t, ext, comp, false, false});
   cases.push_back({DType::U16, ".tif", WriteOptions::None, true, false});
   cases.push_back({DType::U16, ".ome.tif", WriteOptions::Deflate, true, false});
   cases.push_back({DType::U8, ".tif", WriteOptions::None, false, true});
@@ -588,7 +608,8 @@ TEST(PlanesWrite, Hdf5AndZarr) {
     WriteOptions wo;
     wo.zarr.chunks = {2, 4, 8};
     wo.zarr.levels = 2;
-    const std::string a = dir.file(fmt::format("a{}.ome.zarr", int(t))), b = dir.file(fmt::format("b{}.ome.zarr", int(t)));
+    const std::string a = dir.file(fmt::format("a{}.ome.zarr", int(t))),
+                      b = dir.file(fmt::format("b{}.ome.zarr", int(t)));
     write_volume(a, v, wo);
     write_in_groups(b, v, wo);
     std::vector<std::string> files;
@@ -620,9 +641,13 @@ TEST(PlanesWrite, CountsShapesAndTemporaries) {
       EXPECT_FALSE(fs::exists(path));
       EXPECT_EQ(error_of<Error>([&] { w.write_planes(planes_of(v, 0, 4)); }),
                 path + ": 4 more planes after 4 would pass the volume's 7");
-      EXPECT_EQ(error_of<Error>([&] { w.write_planes(pattern(DType::U8, {1, 9, 13})); }),
+      EXPECT_EQ(error_of<Error>([&] {
+                  w.write_planes(pattern(DType::U8, {1, 9, 13}));
+                }),
                 path + ": planes of 1x9x13 uint8 do not fit a volume of 7x9x13 uint16");
-      EXPECT_EQ(error_of<Error>([&] { w.write_planes(pattern(DType::U16, {1, 9, 12})); }),
+      EXPECT_EQ(error_of<Error>([&] {
+                  w.write_planes(pattern(DType::U16, {1, 9, 12}));
+                }),
                 path + ": planes of 1x9x12 uint16 do not fit a volume of 7x9x13 uint16");
       EXPECT_EQ(w.planes_written(), 4);
     }
@@ -638,12 +663,14 @@ TEST(PlanesWrite, CountsShapesAndTemporaries) {
     w.write_planes(v);
     w.commit();
     EXPECT_TRUE(same_voxels(read_volume(path), v));
-    EXPECT_EQ(error_of<Error>([&] { w.write_planes(planes_of(v, 0, 1)); }), path + ": write_planes after commit");
+    EXPECT_EQ(error_of<Error>([&] { w.write_planes(planes_of(v, 0, 1)); }),
+              path + ": write_planes after commit");
     fs::remove_all(path);
   }
   // An output that cannot be created is write_volume's InputError.
   EXPECT_EQ(error_of<InputError>([&] {
-              PlaneWriter w(dir.file("no/such/dir/x.tif"), v.shape(), v.dtype(), v.voxel_size(), v.unit());
+              PlaneWriter w(dir.file("no/such/dir/x.tif"), v.shape(), v.dtype(), v.voxel_size(),
+                            v.unit());
             }),
             error_of<InputError>([&] { write_volume(dir.file("no/such/dir/x.tif"), v); }));
 }
