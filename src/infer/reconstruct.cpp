@@ -316,9 +316,12 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   ReconstructParams params = p;
   if (!params.norm) params.norm = percentile_normalizer(input);
   const Normalizer norm = *params.norm;
-  ReconstructReport rep = plan_reconstruction(input.shape(), input.voxel_size(), params);
-  const int64_t out_nz = rep.out_nz;
-  const VoxelSize voxel = rep.voxel;
+  if (!std::isfinite(p.factor) || p.factor < 1.0)
+    throw_input("z factor {} must be a finite number >= 1", p.factor);
+  const int64_t out_nz = reconstructed_nz(input.nz(), p.factor);
+  VoxelSize voxel = input.voxel_size();
+  voxel.z /= p.factor;  // as plan_reconstruction, which reconstruct_into runs (once: it warns)
+  ReconstructReport rep;
 
   // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
   const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;

@@ -161,7 +161,7 @@ TilePlan plan_tiles(int64_t rows, int64_t cols, const TileRequest& req) {
     tc = round_tile(tc, cols, mult);
     const int64_t floor_r = std::min(rows, kMinAutoTile), floor_c = std::min(cols, kMinAutoTile);
     if (tr < floor_r || tc < floor_c) {
-      log_warn("memory budget {} GB allows only {}x{} px tiles; using {}x{} (raise --max-memory)",
+      log_warn("memory budget {} GB allows only {}x{} px tiles; using {}x{} (raise --tile-memory)",
                req.max_memory_gb, tr, tc, std::max(tr, floor_r), std::max(tc, floor_c));
       tr = std::max(tr, floor_r);
       tc = std::max(tc, floor_c);

@@ -30,6 +30,8 @@ namespace stream {
 namespace {
 
 constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
+// Reading and writing passes show progress above this size (as read_volume and write_volume).
+constexpr double kShowProgressBytes = 256.0 * 1024 * 1024;
 
 std::string read_text(const std::string& path) {
   std::ifstream f(path);
@@ -205,14 +207,17 @@ void finish_output(OutputStore& o, double budget_bytes) {
   PlaneWriter pw(o.path, s, r.dtype(), r.voxel_size(), r.unit(), o.opts);
   const double plane = double(s.y * s.x) * double(dtype_size(r.dtype()));
   const int64_t step = std::clamp<int64_t>(static_cast<int64_t>(budget_bytes / 8 / plane), 1, s.z);
-  Progress progress("writing " + fs::path(parse_volume_path(o.path).file).filename().string(), s.z, "planes");
+  std::unique_ptr<Progress> progress;
+  if (plane * double(s.z) > kShowProgressBytes)
+    progress = std::make_unique<Progress>("writing " + fs::path(parse_volume_path(o.path).file).filename().string(),
+                                          s.z, "planes");
   for (int64_t z0 = 0; z0 < s.z; z0 += step) {
     const int64_t n = std::min(step, s.z - z0);
     Volume planes = r.read_box({z0, 0, 0}, {n, s.y, s.x});
     pw.write_planes(planes);
-    progress.update(z0 + n);
+    if (progress) progress->update(z0 + n);
   }
-  progress.finish();
+  if (progress) progress->finish();
   pw.commit();
 }
 
@@ -394,16 +399,18 @@ Input::Input(const RestoreJob& job, Scratch& scratch, double budget_bytes)
     zo.resume_dir = scratch.path("input.partial.zarr");
     ZarrWriter w(copy, s, pr.dtype(), voxel_, unit_, zo);
     const int64_t cz = w.chunk_shape().z;
-    Progress progress("copying the input", s.z, "planes");
+    std::unique_ptr<Progress> progress;
+    if (plane * double(s.z) > kShowProgressBytes)
+      progress = std::make_unique<Progress>("copying the input", s.z, "planes");
     for (int64_t z0 = 0; z0 < s.z; z0 += cz) {
       const int64_t n = std::min(cz, s.z - z0);
       if (!box_written(w, {z0, 0, 0}, {n, s.y, s.x})) {
         const Volume planes = pr.read_planes(z0, n);
         w.write_slab(z0, n, planes.raw());
       }
-      progress.update(z0 + n);
+      if (progress) progress->update(z0 + n);
     }
-    progress.finish();
+    if (progress) progress->finish();
     w.commit();
   }
   if (Ranks::rank() == 0) Ranks::barrier();
@@ -497,7 +504,14 @@ Written reconstruct(const Input& in, Scratch& scratch, const ReconstructParams& 
   if (!restorer && (params.tta || want_map))
     throw_input("test-time augmentation and the uncertainty map need a network");
   Written w;
-  ReconstructReport plan = plan_reconstruction(s, in.voxel_size(), params);
+  if (!std::isfinite(params.factor) || params.factor < 1.0)
+    throw_input("z factor {} must be a finite number >= 1", params.factor);
+  // The geometry only: reconstruct_into plans the tiles (and warns about them) itself.
+  ReconstructReport plan;
+  plan.factor = params.factor;
+  plan.out_nz = reconstructed_nz(s.z, params.factor);
+  plan.voxel = in.voxel_size();
+  plan.voxel.z /= params.factor;
   const int64_t out_nz = plan.out_nz;
   const Shape3 out_shape{out_nz, s.y, s.x};
   const double plane_bytes = (params.tta ? 10.0 : 4.0) * 4.0 * double(out_nz) * double(std::max(s.x, s.y));
