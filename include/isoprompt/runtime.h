@@ -15,6 +15,9 @@ int hardware_threads();
 // a training step, that cut pretraining's system time about 6x. glibc only; a setting the
 // user made with MALLOC_MMAP_THRESHOLD_ in the environment wins. Call once at start-up.
 void configure_allocator();
+// A job in bounded memory (the streamed restore) gives freed memory back to the system
+// beyond `bytes`, instead of keeping up to 1 GiB for reuse as configure_allocator does.
+void limit_retained_heap(double bytes);
 
 // Ctrl-C: the CLI installs a handler that sets a flag; long loops call
 // check_interrupted() at safe points, which throws Cancelled.

@@ -1,5 +1,6 @@
 #include "isoprompt/runtime.h"
 
+#include <algorithm>
 #include <ATen/Parallel.h>
 #include <omp.h>
 
@@ -52,6 +53,19 @@ void configure_allocator() {
   mallopt(M_MMAP_THRESHOLD, 512 << 20);
   mallopt(M_TRIM_THRESHOLD, 1 << 30);
   mallopt(M_TOP_PAD, 256 << 20);
+#endif
+}
+
+void limit_retained_heap(double bytes) {
+#if defined(__GLIBC__)
+  if (std::getenv("MALLOC_MMAP_THRESHOLD_") != nullptr) return;
+  const int b = static_cast<int>(std::clamp(bytes, double(1 << 20), double(1 << 30)));
+  mallopt(M_MMAP_THRESHOLD, std::min(b, 32 << 20));
+  mallopt(M_TRIM_THRESHOLD, b);
+  mallopt(M_TOP_PAD, std::min(b, 16 << 20));
+  malloc_trim(0);
+#else
+  (void)bytes;
 #endif
 }
 

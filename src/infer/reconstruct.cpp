@@ -302,9 +302,17 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
     const int64_t out_nz = rep.out_nz;
     rep.host_bytes = static_cast<double>(input.size_bytes()) + 4.0 * out_nz * ny * nx +
                      (out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx);
+
     Volume up = upsample(input, 0, p.factor, p.interp, out_nz);
     check_interrupted();
-    Volume out = denormalize(up, Normalizer{0.0, 1.0}, out_dtype, &rep.clip);
+    // float32 output: saturated in place, never a second full float32 copy.
+    Volume out;
+    if (out_dtype == DType::F32) {
+      denormalize_inplace(up, Normalizer{0.0, 1.0}, &rep.clip);
+      out = std::move(up);
+    } else {
+      out = denormalize(up, Normalizer{0.0, 1.0}, out_dtype, &rep.clip);
+    }
     out.set_voxel_size(rep.voxel);
     out.set_unit(input.unit());
     if (rep.clip.below + rep.clip.above > 0) log_warn("{}", rep.clip.summary());

@@ -286,7 +286,9 @@ TiffSource::TiffSource(const std::string& path, const ReadOptions& opts, bool wh
     if (n < 4 || !(le || be)) throw_input("not a TIFF file: {} (no TIFF header at the start)", path);
   }
 
-  tf_ = TiffFile::open(path, "r");
+  // "m": no memory mapping. libtiff maps the whole file by default, and every page read
+  // through the map stays resident: a plane-wise read of a 30 GB stack would grow to 30 GB.
+  tf_ = TiffFile::open(path, "rm");
   TiffFile& tf = tf_;
   if (!tf) throw_input("cannot read TIFF file {}: {}", path, tf.error_text("libtiff could not open it"));
   TIFF* t = tf.get();

@@ -14,6 +14,7 @@
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
 #include "isoprompt/restore.h"
+#include "isoprompt/runtime.h"
 #include "isoprompt/planes.h"
 #include "isoprompt/ranks.h"
 #include "isoprompt/tensor.h"
@@ -393,6 +394,7 @@ InputStack open_input(const RestoreJob& job, Method method, const std::string& m
         "--report needs the volumes in memory, and this job needs about {:.1f} GB, over --max-memory {:.1f} GB: "
         "raise --max-memory or drop --report",
         need / kGiB, budget_gb);
+  limit_retained_heap(in.budget / 8);
   in.scratch = std::make_unique<stream::Scratch>(job, job_fingerprint(job, model_hash));
   in.streamed = std::make_unique<stream::Input>(job, *in.scratch, in.budget);
   in.calibrated = in.streamed->calibrated();
