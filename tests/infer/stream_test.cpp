@@ -299,3 +299,35 @@ TEST(Stream, MpirunWithTwoRanksWritesWhatOneProcessWrites) {
       << test::read_text(d.file("mpi.err"));
   EXPECT_FALSE(fs::exists(d.file("bad.tif")));
 }
+
+// SIGKILL half-way through (nothing can catch it): no output under its name, and the same
+// command run again continues and writes what an uninterrupted run writes.
+TEST(Stream, AKilledRunRerunGivesTheSameOutput) {
+  test::TempDir d;
+  const std::string bb = save_tiny_backbone(d.file("bb.safetensors"));
+  write_volume(d.file("in.tif"), stack(24, 96, 96));
+  auto args = [&](const std::string& out) {
+    std::string a = std::string(ISO_BINARY) + " --threads 1 predict '" + d.file("in.tif") + "' -o '" + out +
+                    "' --mode zero-shot --backbone '" + bb + "' --tile 96 --batch 1 --max-memory 0.002";
+    return a;
+  };
+  ASSERT_EQ(std::system((args(d.file("whole.tif")) + " >/dev/null 2>&1").c_str()), 0);
+  const std::string out = d.file("out.tif"), scratch = d.file(".out.tif.scratch");
+  // Started in the background; killed once the XZ pass has written its second slab.
+  std::ofstream(d.file("kill.sh")) << args(out) << " >/dev/null 2>&1 &\n"
+                                  << "pid=$!\n"
+                                  << "for i in $(seq 1 4000); do [ -e '" << scratch
+                                  << "/xz.partial.zarr/0/0.1.0' ] && break; sleep 0.005; done\n"
+                                  << "kill -9 $pid; wait $pid\n";
+  std::system(("bash '" + d.file("kill.sh") + "' >/dev/null 2>&1").c_str());
+  ASSERT_FALSE(fs::exists(out)) << "the run finished before it was killed: make the stack larger";
+  ASSERT_TRUE(fs::exists(scratch + "/xz.partial.zarr/0/0.0.0"));
+  const test::CliResult r = test::run_cli({"--threads", "1", "predict", d.file("in.tif"), "-o", out, "--mode",
+                                           "zero-shot", "--backbone", bb, "--tile", "96", "--batch", "1",
+                                           "--max-memory", "0.002"});
+  ASSERT_EQ(r.exit_code, 0) << r.err;
+  EXPECT_NE(r.err.find("continuing the interrupted run"), std::string::npos) << r.err;
+  EXPECT_NE(r.out.find("continuing an interrupted run"), std::string::npos) << r.out;
+  expect_same_voxels(read_volume(out), read_volume(d.file("whole.tif")), "after SIGKILL");
+  EXPECT_FALSE(fs::exists(scratch));
+}
