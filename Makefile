@@ -33,7 +33,7 @@ bench: build
 # large-stack test is left out for time (ASan shadow memory doubles its footprint).
 ASAN_DIR ?= build-asan
 asan: setup
-	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DISO_BUILD_BENCH=OFF \
+	cmake -S . -B $(ASAN_DIR) -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DISO_BUILD_BENCH=OFF -DISO_MPI=OFF \
 	  "-DCMAKE_CXX_FLAGS=-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
 	cmake --build $(ASAN_DIR) -j $(JOBS)
 	cd $(ASAN_DIR) && ctest --output-on-failure -j $(JOBS) -LE large
