@@ -678,7 +678,9 @@ ZarrWriter::ZarrWriter(const std::string& path, Shape3 shape, DType dtype, Voxel
           written_[static_cast<size_t>(i)] = 1;
           ++kept;
         }
-      log_info("{}: continuing in {} ({} of {} chunks already written)", path, tmp.string(), kept, gz * gy * gx);
+      // Debug: the caller says what is being continued (a rank also reopens a store to see
+      // the chunks the other ranks wrote).
+      log_debug("{}: continuing in {} ({} of {} chunks already written)", path, tmp.string(), kept, gz * gy * gx);
       return;
     }
   }

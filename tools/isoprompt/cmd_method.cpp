@@ -11,6 +11,7 @@
 #include "common_args.h"
 #include "isoprompt/error.h"
 #include "isoprompt/pipeline.h"
+#include "isoprompt/ranks.h"
 #include "isoprompt/runtime.h"
 
 namespace isoprompt::cli {
@@ -83,6 +84,7 @@ RestoreJob make_job(const ReconArgs& a) {
 }
 
 void print_outcome(const RestoreJob& job, const RestoreOutcome& r) {
+  if (Ranks::rank() != 0) return;  // under mpirun, rank 0 reports
   const WrittenVolume& w = r.written;
   const bool tta = r.report.variants > 1;
   const std::string how =
