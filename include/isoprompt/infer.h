@@ -240,8 +240,13 @@ class ReconstructStorage {
 void fuse_group(at::Tensor xz, at::Tensor map, const at::Tensor& yz, const at::Tensor& yz_m2,
                 int64_t variants, Fuse f, double range);
 
-/// The geometry and tiling reconstruct() uses for an input of `shape` and `voxel`: the
-/// report's factor, out_nz, voxel and plans. Throws InputError for bad parameters.
+/// The output geometry for an input of `shape` and `voxel` at z factor `factor`: the
+/// report's factor, out_nz and voxel (z / factor exactly). Throws InputError for an empty
+/// shape or a factor that is not a finite number >= 1.
+ReconstructReport reconstruct_geometry(Shape3 shape, VoxelSize voxel, double factor);
+
+/// reconstruct_geometry() and the tiling reconstruct() uses: also the report's plans.
+/// Throws InputError for bad parameters.
 ReconstructReport plan_reconstruction(Shape3 shape, VoxelSize voxel, const ReconstructParams& params);
 
 /// The loop of reconstruct() on `storage`: the XZ pass, then the YZ pass, group by group,

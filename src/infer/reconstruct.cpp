@@ -91,16 +91,21 @@ int64_t reconstructed_nz(int64_t nz, double factor) {
   return static_cast<int64_t>(std::llround(static_cast<double>(nz) * factor));
 }
 
-ReconstructReport plan_reconstruction(Shape3 shape, VoxelSize in_voxel, const ReconstructParams& p) {
+ReconstructReport reconstruct_geometry(Shape3 shape, VoxelSize in_voxel, double factor) {
   if (shape.z < 1 || shape.y < 1 || shape.x < 1)
     throw_input("cannot reconstruct an empty volume ({})", to_string(shape));
-  if (!std::isfinite(p.factor) || p.factor < 1.0)
-    throw_input("z factor {} must be a finite number >= 1", p.factor);
+  if (!std::isfinite(factor) || factor < 1.0)
+    throw_input("z factor {} must be a finite number >= 1", factor);
   ReconstructReport rep;
-  rep.factor = p.factor;
-  rep.out_nz = reconstructed_nz(shape.z, p.factor);
+  rep.factor = factor;
+  rep.out_nz = reconstructed_nz(shape.z, factor);
   rep.voxel = in_voxel;
-  rep.voxel.z = in_voxel.z / p.factor;  // exact: never rounded to fit the grid
+  rep.voxel.z = in_voxel.z / factor;  // exact: never rounded to fit the grid
+  return rep;
+}
+
+ReconstructReport plan_reconstruction(Shape3 shape, VoxelSize in_voxel, const ReconstructParams& p) {
+  ReconstructReport rep = reconstruct_geometry(shape, in_voxel, p.factor);
   TileRequest req;
   req.tile = p.tile;
   req.overlap = p.overlap;
@@ -290,13 +295,7 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
 
   // Interpolation only: exactly ops' upsample, converted to the output dtype.
   if (!restorer) {
-    if (!std::isfinite(p.factor) || p.factor < 1.0)
-      throw_input("z factor {} must be a finite number >= 1", p.factor);
-    ReconstructReport rep;
-    rep.factor = p.factor;
-    rep.out_nz = reconstructed_nz(input.nz(), p.factor);
-    rep.voxel = input.voxel_size();
-    rep.voxel.z = input.voxel_size().z / p.factor;
+    ReconstructReport rep = reconstruct_geometry(input.shape(), input.voxel_size(), p.factor);
     log_geometry(rep, input.shape(), input.voxel_size(), input.unit());
     check_interrupted();
     const int64_t out_nz = rep.out_nz;
@@ -324,12 +323,10 @@ Volume reconstruct(const Volume& input, const ReconstructParams& p, const SliceR
   ReconstructParams params = p;
   if (!params.norm) params.norm = percentile_normalizer(input);
   const Normalizer norm = *params.norm;
-  if (!std::isfinite(p.factor) || p.factor < 1.0)
-    throw_input("z factor {} must be a finite number >= 1", p.factor);
-  const int64_t out_nz = reconstructed_nz(input.nz(), p.factor);
-  VoxelSize voxel = input.voxel_size();
-  voxel.z /= p.factor;  // as plan_reconstruction, which reconstruct_into runs (once: it warns)
-  ReconstructReport rep;
+  // The geometry only: reconstruct_into plans the tiles (once: planning warns).
+  ReconstructReport rep = reconstruct_geometry(input.shape(), input.voxel_size(), p.factor);
+  const int64_t out_nz = rep.out_nz;
+  const VoxelSize voxel = rep.voxel;
 
   // The accumulator: the XZ result, then the fused result, then (float32 output) the output.
   const double out_bytes = out_dtype == DType::F32 ? 0.0 : double(dtype_size(out_dtype)) * out_nz * ny * nx;

@@ -75,26 +75,33 @@ void Ranks::barrier() {
 #endif
 }
 
+namespace {
+
+#ifdef ISOPROMPT_MPI
+double all_reduce(double v, MPI_Op op) {
+  if (!g_mpi) return v;
+  double out = 0;
+  MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, op, MPI_COMM_WORLD);
+  return out;
+}
+#endif
+
+}  // namespace
+
 double Ranks::sum(double v) {
 #ifdef ISOPROMPT_MPI
-  if (g_mpi) {
-    double out = 0;
-    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD);
-    return out;
-  }
-#endif
+  return all_reduce(v, MPI_SUM);
+#else
   return v;
+#endif
 }
 
 double Ranks::max(double v) {
 #ifdef ISOPROMPT_MPI
-  if (g_mpi) {
-    double out = 0;
-    MPI_Allreduce(&v, &out, 1, MPI_DOUBLE, MPI_MAX, MPI_COMM_WORLD);
-    return out;
-  }
-#endif
+  return all_reduce(v, MPI_MAX);
+#else
   return v;
+#endif
 }
 
 void Ranks::abort(int exit_code, const char* message) {

@@ -504,14 +504,8 @@ Written reconstruct(const Input& in, Scratch& scratch, const ReconstructParams& 
   if (!restorer && (params.tta || want_map))
     throw_input("test-time augmentation and the uncertainty map need a network");
   Written w;
-  if (!std::isfinite(params.factor) || params.factor < 1.0)
-    throw_input("z factor {} must be a finite number >= 1", params.factor);
   // The geometry only: reconstruct_into plans the tiles (and warns about them) itself.
-  ReconstructReport plan;
-  plan.factor = params.factor;
-  plan.out_nz = reconstructed_nz(s.z, params.factor);
-  plan.voxel = in.voxel_size();
-  plan.voxel.z /= params.factor;
+  ReconstructReport plan = reconstruct_geometry(s, in.voxel_size(), params.factor);
   const int64_t out_nz = plan.out_nz;
   const Shape3 out_shape{out_nz, s.y, s.x};
   const double plane_bytes = (params.tta ? 10.0 : 4.0) * 4.0 * double(out_nz) * double(std::max(s.x, s.y));

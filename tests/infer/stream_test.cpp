@@ -26,6 +26,7 @@
 #include "isoprompt/zarr.h"
 #include "pipeline/stream.h"
 #include "test_util.h"
+#include "tiny_models.h"
 
 using namespace isoprompt;
 namespace fs = std::filesystem;
@@ -35,12 +36,7 @@ namespace {
 // A random tiny SwinIR: it changes every voxel, so a misplaced plane or a wrong fusion shows.
 std::string save_tiny_backbone(const std::string& path) {
   torch::manual_seed(3);
-  SwinConfig c;
-  c.embed_dim = 12;
-  c.depths = {2};
-  c.num_heads = {2};
-  c.num_feat = 16;
-  SwinIR net(c);
+  SwinIR net(test::tiny_swin_config());
   net->eval();
   save_backbone(path, net, {{"input_interp", "keys"}});
   return path;
