@@ -363,32 +363,38 @@ std::string job_fingerprint(const RestoreJob& job, const std::string& model_hash
 }
 
 // Reads the input whole when the job fits its memory budget, else opens it for streaming.
-InputStack open_input(const RestoreJob& job, Method method, const std::string& model_hash) {
+// `prompt_factor` (> 0: predict with a prompt file) is the K an uncalibrated input with
+// --factor auto will take, so that the estimate counts the output it will really make.
+InputStack open_input(const RestoreJob& job, Method method, const std::string& model_hash,
+                      double prompt_factor = 0) {
   InputStack in;
   const double budget_gb = job.max_memory_gb > 0 ? job.max_memory_gb : stream::default_max_memory_gb();
   in.budget = budget_gb * kGiB;
-  double need = 0;
-  {
-    const PlaneReader probe(job.input, job.read);
-    const Shape3 s = probe.shape();
-    // Before the factor is resolved: the calibration's, or the largest the flag allows.
-    const VoxelSize vs = probe.voxel_size();
-    const double k = job.factor > 0 ? job.factor : probe.info().calibrated ? std::max(1.0, vs.anisotropy()) : 1.0;
-    need = stream::in_memory_bytes(s, probe.dtype(), k, job.out_dtype.value_or(probe.dtype()),
-                                   !job.uncertainty.empty() && method != Method::Interp);
-  }
+  // Opened once: the estimate, then the whole read or the streamed copy, read from it.
+  PlaneReader reader(job.input, job.read);
+  const Shape3 s = reader.shape();
+  // Before the factor is resolved (resolve_factor): the flag's, the calibration's, or the
+  // prompt's for an uncalibrated stack.
+  const double k = job.factor > 0                 ? job.factor
+                   : reader.info().calibrated     ? std::max(1.0, reader.voxel_size().anisotropy())
+                   : prompt_factor > 0            ? prompt_factor
+                                                  : 1.0;
+  const double need = stream::in_memory_bytes(s, reader.dtype(), k, job.out_dtype.value_or(reader.dtype()),
+                                              !job.uncertainty.empty() && method != Method::Interp);
+  // A --max-memory above the machine's memory cannot hold the job either: stream it.
+  const double ram = stream::physical_memory_gb() * kGiB;
+  const bool fits = need <= in.budget && (ram <= 0 || need <= ram);
   // Under mpirun the ranks share the work slab by slab: always the streamed job.
-  if (need <= in.budget && Ranks::size() == 1) {
-    TiffFileInfo fi;
-    in.whole = read_volume(job.input, job.read, &fi);
-    in.calibrated = fi.calibrated;
+  if (fits && Ranks::size() == 1) {
+    in.whole = reader.read_planes(0, s.z);
+    in.calibrated = reader.info().calibrated;
     return in;
   }
   if (Ranks::size() > 1)
     log_info("mpirun: {} ranks share the job slab by slab", Ranks::size());
   else
-    log_info("the job needs about {:.2f} GB in memory, over --max-memory {:.2f} GB: streaming it", need / kGiB,
-             budget_gb);
+    log_info("the job needs about {:.2f} GB in memory, over {} {:.2f} GB: streaming it", need / kGiB,
+             need <= in.budget ? "the machine's" : "--max-memory", need <= in.budget ? ram / kGiB : budget_gb);
   if (!job.report.empty())
     throw_input(
         "--report needs the volumes in memory, and this job needs about {:.1f} GB, over --max-memory {:.1f} GB: "
@@ -396,7 +402,7 @@ InputStack open_input(const RestoreJob& job, Method method, const std::string& m
         need / kGiB, budget_gb);
   limit_retained_heap(in.budget / 8);
   in.scratch = std::make_unique<stream::Scratch>(job, job_fingerprint(job, model_hash));
-  in.streamed = std::make_unique<stream::Input>(job, *in.scratch, in.budget);
+  in.streamed = std::make_unique<stream::Input>(job, *in.scratch, in.budget, reader);
   in.calibrated = in.streamed->calibrated();
   return in;
 }
@@ -465,7 +471,8 @@ RestoreOutcome run_predict(const RestoreJob& job) {
              num(out.info.zero_shot_psnr), interp_name(out.info.interp), num(out.info.interp_psnr));
 
   InputStack v = open_input(job, method,
-                             uses_backbone(method) ? models.backbone.hash : out.have_info ? out.info.backbone_hash : "");
+                             uses_backbone(method) ? models.backbone.hash : out.have_info ? out.info.backbone_hash : "",
+                             out.have_info ? out.info.factor : 0.0);
   const double k = resolve_factor(job, v, v.calibrated, out.have_info ? out.info.factor : 0.0);
   const Backbone* bb = uses_backbone(method) ? &models.backbone : nullptr;
   Interp interp = job.interp ? *job.interp : resolve_interp("auto", bb);

@@ -308,10 +308,14 @@ class DiskStorage : public ReconstructStorage {
 
 }  // namespace
 
-double default_max_memory_gb() {
+double physical_memory_gb() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
-  if (pages <= 0 || page <= 0) return 4.0;
-  return 0.5 * double(pages) * double(page) / kGiB;
+  return pages > 0 && page > 0 ? double(pages) * double(page) / kGiB : 0.0;
+}
+
+double default_max_memory_gb() {
+  const double ram = physical_memory_gb();
+  return ram > 0 ? 0.5 * ram : 4.0;
 }
 
 double in_memory_bytes(Shape3 shape, DType dtype, double k, DType out_dtype, bool map) {
@@ -371,7 +375,7 @@ void Scratch::remove() {
 
 // ---- Input ---------------------------------------------------------------------------
 
-Input::Input(const RestoreJob& job, Scratch& scratch, double budget_bytes)
+Input::Input(const RestoreJob& job, Scratch& scratch, double budget_bytes, PlaneReader& pr)
     : job_(job), scratch_(scratch), budget_(budget_bytes) {
   if (parse_volume_path(job.input).format == VolumeFormat::Zarr) {
     reader_ = std::make_unique<ZarrReader>(job.input, job.read);
@@ -381,7 +385,6 @@ Input::Input(const RestoreJob& job, Scratch& scratch, double budget_bytes)
     return;
   }
   // Other formats are copied once, plane by plane, into a store read box by box.
-  PlaneReader pr(job.input, job.read);
   voxel_ = pr.voxel_size();
   unit_ = pr.unit();
   calibrated_ = pr.info().calibrated;

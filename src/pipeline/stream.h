@@ -23,6 +23,7 @@
 #include "isoprompt/infer.h"
 #include "isoprompt/io.h"
 #include "isoprompt/pipeline.h"
+#include "isoprompt/planes.h"
 #include "isoprompt/zarr.h"
 
 namespace isoprompt {
@@ -50,10 +51,11 @@ class Scratch {
 };
 
 // The input, read box by box: an OME-Zarr store directly, anything else copied once into
-// the scratch directory plane by plane.
+// the scratch directory plane by plane from `opened` (job.input, already open: the job's
+// size estimate opened it, and a TIFF's pages are validated once).
 class Input {
  public:
-  Input(const RestoreJob& job, Scratch& scratch, double budget_bytes);
+  Input(const RestoreJob& job, Scratch& scratch, double budget_bytes, PlaneReader& opened);
   Shape3 shape() const { return reader_->shape(); }
   DType dtype() const { return reader_->dtype(); }
   VoxelSize voxel_size() const { return voxel_; }
@@ -101,7 +103,9 @@ Written reconstruct(const Input& in, Scratch& scratch, const ReconstructParams& 
 // (input, float32 accumulator, output, map, planes in flight).
 double in_memory_bytes(Shape3 shape, DType dtype, double k, DType out_dtype, bool map);
 
-// The default --max-memory: half of the machine's physical memory, in GB.
+// The machine's physical memory in GB (0 when the system does not say).
+double physical_memory_gb();
+// The default --max-memory: half of the machine's physical memory (4 GB when unknown).
 double default_max_memory_gb();
 
 }  // namespace stream

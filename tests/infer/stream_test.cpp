@@ -152,6 +152,46 @@ TEST(Stream, RestoreWithTuningAndTtaEqualsTheInMemoryJob) {
   EXPECT_TRUE(fs::is_empty(st.scratch));  // its job directory was removed
 }
 
+// predict on an uncalibrated stack takes the prompt's factor; the memory estimate must count
+// the output of that factor (it once took K = 1 and kept a job 8x too large in memory).
+TEST(Stream, PredictEstimatesAnUncalibratedStackAtThePromptsFactor) {
+  test::TempDir d;
+  const std::string bb = save_tiny_backbone(d.file("bb.safetensors"));
+  Volume v = stack(6, 40, 36);
+  v.set_voxel_size({8.0, 1.0, 1.0});  // K = 8 for tuning
+  write_volume(d.file("cal.tif"), v);
+  RestoreJob tune = base_job(d, bb);
+  tune.input = d.file("cal.tif");
+  tune.tune = true;
+  tune.method = Method::Prompt;
+  tune.fallback_to_interp = false;
+  tune.tune_params.steps = 2;
+  tune.tune_params.batch = 1;
+  tune.tune_params.eval_every = 1;
+  tune.tune_params.crop_min = tune.tune_params.crop_max = 24;
+  tune.tune_params.val_crops = 1;
+  tune.tune_params.cache_crops = 4;
+  tune.output = d.file("cal_out.tif");
+  tune.prompt_out = d.file("p.safetensors");
+  ASSERT_TRUE(run_restore_job(tune).saved_prompt);
+
+  v.set_voxel_size({1.0, 1.0, 1.0});
+  v.set_unit("pixel");
+  write_volume(d.file("uncal.tif"), v);
+  const Shape3 s = v.shape();
+  const double at_k1 = stream::in_memory_bytes(s, DType::U16, 1.0, DType::U16, false);
+  const double at_k8 = stream::in_memory_bytes(s, DType::U16, 8.0, DType::U16, false);
+  RestoreJob job = base_job(d, bb);
+  job.input = d.file("uncal.tif");
+  job.method = Method::Prompt;
+  job.prompt = d.file("p.safetensors");
+  job.output = d.file("uncal_out.tif");
+  job.max_memory_gb = 0.5 * (at_k1 + at_k8) / (1024.0 * 1024.0 * 1024.0);  // holds K = 1, not K = 8
+  const RestoreOutcome out = run_restore_job(job);
+  EXPECT_TRUE(out.streamed);
+  EXPECT_EQ(out.written.shape.z, 48);
+}
+
 // Interpolation streams in slabs of x and equals ops' upsample exactly (float32 output).
 TEST(Stream, InterpolationUnderATinyBudgetEqualsTheInMemoryJob) {
   test::TempDir d;
