@@ -6,6 +6,8 @@
 #include <string>
 #include <vector>
 
+#include "isoprompt/error.h"
+
 namespace isoprompt::test {
 
 // Absolute path of a file in ../shared, or "" when ../shared is absent.
@@ -39,6 +41,18 @@ std::string read_text(const std::string& path);
 // The single "error: ..." line of stderr without its prefix (other lines may be warnings);
 // a description of what was found when there is not exactly one.
 std::string error_line(const std::string& err);
+
+// The message of the InputError that `f()` throws, or "(no InputError)" when it returns
+// (any other exception propagates, and fails the test).
+template <class F>
+std::string input_error_of(F&& f) {
+  try {
+    f();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  return "(no InputError)";
+}
 
 // Names in `dir`, sorted.
 std::vector<std::string> files_in(const std::string& dir);

@@ -58,12 +58,7 @@ std::string bytes_of(std::initializer_list<T> v) {
 }
 
 std::string read_error(const std::string& path, const ReadOptions& o = {}) {
-  try {
-    read_volume(path, o);
-  } catch (const InputError& e) {
-    return e.what();
-  }
-  return "(no InputError)";
+  return test::input_error_of([&] { read_volume(path, o); });
 }
 
 const char* kZarray2x2 =
@@ -226,13 +221,8 @@ TEST(ZarrIo, ReadBoxMatchesTheWholeVolume) {
       for (int64_t x = 0; x < 6; ++x)
         ASSERT_EQ(box.at<float>(z, y, x), v.at<float>(z + 5, y + 3, x + 6));
   EXPECT_EQ(box.voxel_size(), v.voxel_size());
-  try {
-    r.read_box({5, 3, 6}, {5, 7, 6});
-    FAIL() << "no InputError";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "box at 5x3x6 of size 5x7x6 is outside " + dir.file("b.zarr") + " (9x11x13)");
-  }
+  EXPECT_EQ(test::input_error_of([&] { r.read_box({5, 3, 6}, {5, 7, 6}); }),
+            "box at 5x3x6 of size 5x7x6 is outside " + dir.file("b.zarr") + " (9x11x13)");
 }
 
 // Big-endian dtypes are swapped to the machine's order; a 5D t,c,z,y,x array gives the
@@ -451,33 +441,16 @@ TEST(ZarrIo, AtomicReplacement) {
   EXPECT_EQ(files_in(dir.path()), std::vector<std::string>{"out.zarr"});
 
   fs::create_directories(dir.file("photos.zarr/holiday"));
-  try {
-    write_volume(dir.file("photos.zarr"), a);
-    FAIL() << "no InputError";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "cannot write " + dir.file("photos.zarr") +
-                  ": it exists and is not a Zarr store (it would be replaced)");
-  }
+  EXPECT_EQ(test::input_error_of([&] { write_volume(dir.file("photos.zarr"), a); }),
+            "cannot write " + dir.file("photos.zarr") + ": it exists and is not a Zarr store (it would be replaced)");
   EXPECT_TRUE(fs::exists(dir.file("photos.zarr/holiday")));
-  try {
-    check_output_path(dir.file("photos.zarr"));
-    FAIL() << "no InputError";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()),
-              "output path " + dir.file("photos.zarr") +
-                  " is a directory that is not a Zarr store (it would be replaced)");
-  }
+  EXPECT_EQ(test::input_error_of([&] { check_output_path(dir.file("photos.zarr")); }),
+            "output path " + dir.file("photos.zarr") + " is a directory that is not a Zarr store (it would be replaced)");
   EXPECT_NO_THROW(check_output_path(path, {dir.file("in.tif")}));
   EXPECT_THROW(check_output_path(path, {path + "/0"}), InputError);  // the input's own store
   EXPECT_THROW(check_output_path(dir.file("x.h5"), {dir.file("x.h5:/data")}), InputError);
-  try {
-    check_output_path(path + "/0");
-    FAIL() << "no InputError";
-  } catch (const InputError& e) {
-    EXPECT_EQ(std::string(e.what()), "cannot write into an array of a Zarr store (" + path +
-                                         "/0): write the whole store, " + path);
-  }
+  EXPECT_EQ(test::input_error_of([&] { check_output_path(path + "/0"); }),
+            "cannot write into an array of a Zarr store (" + path + "/0): write the whole store, " + path);
 }
 
 // The streaming interface: chunks written one by one (in any order) give the same store;

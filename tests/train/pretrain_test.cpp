@@ -2,6 +2,7 @@
 // initialisation, a bounded smoke run, exact resume, Ctrl-C checkpoints, export + reload.
 #include "isoprompt/pretrain.h"
 
+#include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -104,12 +105,8 @@ TEST(MakePair, DeterministicAndRejectsSmallPlanes) {
   make_pair(img.data(), 48, 48, pp, 4, c.data(), t.data());
   EXPECT_EQ(a, b);
   EXPECT_NE(a, c);
-  try {
-    make_pair(img.data(), 10, 48, pp, 3, a.data(), t.data());
-    FAIL() << "no throw";
-  } catch (const InputError& e) {
-    EXPECT_STREQ(e.what(), "a 10x48 plane is too small for 16x16 training crops");
-  }
+  EXPECT_EQ(test::input_error_of([&] { make_pair(img.data(), 10, 48, pp, 3, a.data(), t.data()); }),
+            "a 10x48 plane is too small for 16x16 training crops");
 }
 
 // The batch of step s does not depend on what was generated before (resume relies on it).
@@ -196,26 +193,14 @@ TEST(Pretrain, ResumeRejectsOtherSettings) {
   p.resume_path = p.checkpoint_path;
   p.steps = 2;
   p.seed = 43;
-  try {
-    pretrain(p);
-    FAIL() << "no throw";
-  } catch (const InputError& e) {
-    // Names the setting that differs, not the whole 1 kB settings object.
-    EXPECT_NE(std::string(e.what()).find("was made with other data settings (seed)"),
-              std::string::npos)
-        << e.what();
-  }
+  // Names the setting that differs, not the whole 1 kB settings object.
+  EXPECT_THAT(test::input_error_of([&] { pretrain(p); }), testing::HasSubstr("was made with other data settings (seed)"));
   // A deliberate change of the data mid-campaign continues from the saved step.
   p.resume_new_data = true;
   EXPECT_EQ(pretrain(p).steps_done, 2);
   p.resume_new_data = false;
   p.pairs.log_uniform_factor = true;
-  try {
-    pretrain(p);
-    FAIL() << "no throw";
-  } catch (const InputError& e) {
-    EXPECT_NE(std::string(e.what()).find("(factor_draw)"), std::string::npos) << e.what();
-  }
+  EXPECT_THAT(test::input_error_of([&] { pretrain(p); }), testing::HasSubstr("(factor_draw)"));
   p.pairs.log_uniform_factor = false;
   p.config.embed_dim = 16;
   EXPECT_THROW(pretrain(p), InputError);
@@ -240,12 +225,7 @@ TEST(Pretrain, RejectsBadParams) {
   TempDir dir;
   PretrainParams p = tiny_run(dir);
   p.phantom_size = 8;
-  try {
-    pretrain(p);
-    FAIL() << "no throw";
-  } catch (const InputError& e) {
-    EXPECT_STREQ(e.what(), "--phantom-size (8) must be at least the crop size (16)");
-  }
+  EXPECT_EQ(test::input_error_of([&] { pretrain(p); }), "--phantom-size (8) must be at least the crop size (16)");
 }
 
 // The default configuration meets the CPU budget on paper: <= 1/6 of UniFMIR's FLOPs.
