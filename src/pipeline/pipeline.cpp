@@ -75,6 +75,7 @@ struct InputStack {
   std::unique_ptr<stream::Input> streamed;
   Volume tuning;  // streamed: the XY planes tuning sees (read on first use)
   bool calibrated = false;
+  double factor = 0;  // K, resolved from the metadata (resolve_factor)
   double budget = 0;  // bytes
 
   VoxelSize voxel_size() const { return streamed ? streamed->voxel_size() : whole.voxel_size(); }
@@ -101,11 +102,10 @@ struct InputStack {
 // The z factor: job.factor, or z-step / xy-pixel from the calibration (or the prompt's
 // factor for an uncalibrated stack). An uncalibrated stack gets voxel (K, 1, 1) so the
 // output voxel is (1, 1, 1).
-double resolve_factor(const RestoreJob& job, InputStack& v, bool calibrated, double prompt_factor) {
+double resolve_factor(const RestoreJob& job, VoxelSize vs, bool calibrated, double prompt_factor) {
   double k = job.factor;
   if (k == 0) {
     if (calibrated) {
-      const VoxelSize vs = v.voxel_size();
       k = vs.anisotropy();
       if (vs.y != vs.x)
         log_warn("pixels are not square (y {} vs x {}): using x", num(vs.y), num(vs.x));
@@ -121,11 +121,6 @@ double resolve_factor(const RestoreJob& job, InputStack& v, bool calibrated, dou
       throw_input("{} has no voxel-size calibration, so --factor auto cannot work: pass --factor K",
                   job.input);
     }
-  }
-  if (!calibrated) {
-    v.set_voxel_size({k, 1.0, 1.0});
-    log_info("{} is uncalibrated: taking its voxel as {} x 1 x 1 pixel (z, y, x)", job.input,
-             num(k));
   }
   if (prompt_factor > 0 && std::abs(prompt_factor - k) > 1e-9 * k)
     log_warn("the prompt was tuned for factor {}, reconstructing with factor {}",
@@ -362,6 +357,13 @@ std::string job_fingerprint(const RestoreJob& job, const std::string& model_hash
   return f;
 }
 
+// An uncalibrated stack's voxel is taken as factor x 1 x 1 pixel.
+void take_uncalibrated_voxel(const RestoreJob& job, InputStack& in) {
+  if (in.calibrated) return;
+  in.set_voxel_size({in.factor, 1.0, 1.0});
+  log_info("{} is uncalibrated: taking its voxel as {} x 1 x 1 pixel (z, y, x)", job.input, num(in.factor));
+}
+
 // Reads the input whole when the job fits its memory budget, else opens it for streaming.
 // `prompt_factor` (> 0: predict with a prompt file) is the K an uncalibrated input with
 // --factor auto will take, so that the estimate counts the output it will really make.
@@ -370,16 +372,14 @@ InputStack open_input(const RestoreJob& job, Method method, const std::string& m
   InputStack in;
   const double budget_gb = job.max_memory_gb > 0 ? job.max_memory_gb : stream::default_max_memory_gb();
   in.budget = budget_gb * kGiB;
-  // Opened once: the estimate, then the whole read or the streamed copy, read from it.
+  // Opened once: the factor and the estimate, then the whole read or the streamed copy.
   PlaneReader reader(job.input, job.read);
   const Shape3 s = reader.shape();
-  // Before the factor is resolved (resolve_factor): the flag's, the calibration's, or the
-  // prompt's for an uncalibrated stack.
-  const double k = job.factor > 0                 ? job.factor
-                   : reader.info().calibrated     ? std::max(1.0, reader.voxel_size().anisotropy())
-                   : prompt_factor > 0            ? prompt_factor
-                                                  : 1.0;
-  const double need = stream::in_memory_bytes(s, reader.dtype(), k, job.out_dtype.value_or(reader.dtype()),
+  const bool calibrated = reader.info().calibrated;
+  // Resolved from the metadata before any voxel is read: a missing --factor fails at once,
+  // and the estimate counts the output the job will really make.
+  in.factor = resolve_factor(job, reader.voxel_size(), calibrated, prompt_factor);
+  const double need = stream::in_memory_bytes(s, reader.dtype(), in.factor, job.out_dtype.value_or(reader.dtype()),
                                               !job.uncertainty.empty() && method != Method::Interp);
   // A --max-memory above the machine's memory cannot hold the job either: stream it.
   const double ram = stream::physical_memory_gb() * kGiB;
@@ -387,7 +387,8 @@ InputStack open_input(const RestoreJob& job, Method method, const std::string& m
   // Under mpirun the ranks share the work slab by slab: always the streamed job.
   if (fits && Ranks::size() == 1) {
     in.whole = reader.read_planes(0, s.z);
-    in.calibrated = reader.info().calibrated;
+    in.calibrated = calibrated;
+    take_uncalibrated_voxel(job, in);
     return in;
   }
   if (Ranks::size() > 1)
@@ -404,6 +405,7 @@ InputStack open_input(const RestoreJob& job, Method method, const std::string& m
   in.scratch = std::make_unique<stream::Scratch>(job, job_fingerprint(job, model_hash));
   in.streamed = std::make_unique<stream::Input>(job, *in.scratch, in.budget, reader);
   in.calibrated = in.streamed->calibrated();
+  take_uncalibrated_voxel(job, in);
   return in;
 }
 
@@ -473,7 +475,7 @@ RestoreOutcome run_predict(const RestoreJob& job) {
   InputStack v = open_input(job, method,
                              uses_backbone(method) ? models.backbone.hash : out.have_info ? out.info.backbone_hash : "",
                              out.have_info ? out.info.factor : 0.0);
-  const double k = resolve_factor(job, v, v.calibrated, out.have_info ? out.info.factor : 0.0);
+  const double k = v.factor;
   const Backbone* bb = uses_backbone(method) ? &models.backbone : nullptr;
   Interp interp = job.interp ? *job.interp : resolve_interp("auto", bb);
   if (out.have_info) {
@@ -564,7 +566,7 @@ RestoreOutcome run_restore(const RestoreJob& job) {
     log_backbone(models.backbone);
   }
   InputStack v = open_input(job, method, uses_backbone(method) ? models.backbone.hash : "");
-  const double k = resolve_factor(job, v, v.calibrated, 0.0);
+  const double k = v.factor;
   const Interp interp =
       job.interp ? *job.interp
                  : resolve_interp("auto", uses_backbone(method) ? &models.backbone : nullptr);

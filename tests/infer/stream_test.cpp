@@ -193,6 +193,24 @@ TEST(Stream, PredictEstimatesAnUncalibratedStackAtThePromptsFactor) {
   EXPECT_EQ(out.written.shape.z, 48);
 }
 
+// The factor is resolved from the metadata before any voxel is read: an uncalibrated stack
+// without --factor fails at once, before a streamed job makes its scratch directory.
+TEST(Stream, AMissingFactorFailsBeforeTheScratchDirectoryIsMade) {
+  test::TempDir d;
+  Volume v = stack(5, 20, 18);
+  v.set_voxel_size({1.0, 1.0, 1.0});
+  v.set_unit("pixel");
+  write_volume(d.file("in.tif"), v);
+  RestoreJob job = base_job(d, "");
+  job.method = Method::Interp;
+  job.backbone.clear();
+  job.output = d.file("out.tif");
+  job.max_memory_gb = kTinyBudgetGb;
+  EXPECT_THAT(test::input_error_of([&] { run_restore_job(job); }),
+              testing::HasSubstr("has no voxel-size calibration, so --factor auto cannot work"));
+  EXPECT_EQ(test::files_in(d.path()), std::vector<std::string>{"in.tif"});
+}
+
 // Interpolation streams in slabs of x and equals ops' upsample exactly (float32 output).
 TEST(Stream, InterpolationUnderATinyBudgetEqualsTheInMemoryJob) {
   test::TempDir d;
