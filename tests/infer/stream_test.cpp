@@ -74,6 +74,20 @@ RestoreJob base_job(const test::TempDir& d, const std::string& backbone) {
   return job;
 }
 
+// restore with a prompt tuned for a few steps on tiny crops, kept whatever its validation
+// says (no fallback to the interpolation).
+void tune_briefly(RestoreJob& job) {
+  job.tune = true;
+  job.method = Method::Prompt;
+  job.fallback_to_interp = false;
+  job.tune_params.steps = 6;
+  job.tune_params.batch = 2;
+  job.tune_params.eval_every = 3;
+  job.tune_params.crop_min = job.tune_params.crop_max = 24;
+  job.tune_params.val_crops = 2;
+  job.tune_params.cache_crops = 8;
+}
+
 void expect_same_voxels(const Volume& a, const Volume& b, const std::string& what) {
   ASSERT_EQ(a.shape(), b.shape()) << what;
   ASSERT_EQ(a.dtype(), b.dtype()) << what;
@@ -127,16 +141,8 @@ TEST(Stream, RestoreWithTuningAndTtaEqualsTheInMemoryJob) {
   const std::string bb = save_tiny_backbone(d.file("bb.safetensors"));
   write_volume(d.file("in.tif"), stack(6, 33, 30));
   RestoreJob mem = base_job(d, bb);
-  mem.tune = true;
-  mem.method = Method::Prompt;
+  tune_briefly(mem);
   mem.tta = true;
-  mem.fallback_to_interp = false;
-  mem.tune_params.steps = 6;
-  mem.tune_params.batch = 2;
-  mem.tune_params.eval_every = 3;
-  mem.tune_params.crop_min = mem.tune_params.crop_max = 24;
-  mem.tune_params.val_crops = 2;
-  mem.tune_params.cache_crops = 8;
   mem.output = d.file("mem.tif");
   const RestoreOutcome m = run_restore_job(mem);
   RestoreJob st = mem;
@@ -163,15 +169,7 @@ TEST(Stream, PredictEstimatesAnUncalibratedStackAtThePromptsFactor) {
   write_volume(d.file("cal.tif"), v);
   RestoreJob tune = base_job(d, bb);
   tune.input = d.file("cal.tif");
-  tune.tune = true;
-  tune.method = Method::Prompt;
-  tune.fallback_to_interp = false;
-  tune.tune_params.steps = 2;
-  tune.tune_params.batch = 1;
-  tune.tune_params.eval_every = 1;
-  tune.tune_params.crop_min = tune.tune_params.crop_max = 24;
-  tune.tune_params.val_crops = 1;
-  tune.tune_params.cache_crops = 4;
+  tune_briefly(tune);
   tune.output = d.file("cal_out.tif");
   tune.prompt_out = d.file("p.safetensors");
   ASSERT_TRUE(run_restore_job(tune).saved_prompt);
