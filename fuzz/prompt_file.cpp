@@ -15,7 +15,7 @@
 #include "isoprompt/checkpoint.h"
 #include "isoprompt/error.h"
 #include "isoprompt/model.h"
-#include "isoprompt/train.h"
+#include "isoprompt/prompted.h"
 
 using namespace isoprompt;
 
@@ -87,7 +87,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     FUZZ_CHECK(info.prompt.num_prompts >= 0 && info.prompt.num_prompts <= 4096);
     FUZZ_CHECK(info.prompt.attn_dim >= 0 && info.prompt.attn_dim <= 4096);
     FUZZ_CHECK(info.prompt.query_rank >= 0 && info.prompt.query_rank <= 4096);
-    if (info.mode == TuneParams::Mode::Full || info.prompt.num_prompts > 64 ||
+    if (info.mode == TuneMode::Full || info.prompt.num_prompts > 64 ||
         info.prompt.attn_dim > 64 || info.prompt.query_rank > 64)
       return 0;
     PromptedModel model(*g_backbone, info.prompt, true);

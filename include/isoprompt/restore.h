@@ -1,5 +1,5 @@
 // Reconstruction with a prompted (or plain) SwinIR backbone: the glue between infer and
-// train that `predict`, `restore`, the demo and the benchmarks all need.
+// the model that `predict`, `restore`, the demo and the benchmarks all need.
 //
 //   PromptedModel m = load_prompt("stack.prompt.safetensors", bb).model;
 //   ReconstructParams p;
@@ -8,7 +8,7 @@
 #pragma once
 
 #include "isoprompt/infer.h"
-#include "isoprompt/train.h"
+#include "isoprompt/prompted.h"
 
 namespace isoprompt {
 

@@ -1,5 +1,5 @@
-// Self-supervised adaptation of a frozen backbone to one volume: the prompted model,
-// training pairs from the volume's own XY slices, `tune`, and prompt files.
+// Self-supervised adaptation of a frozen backbone to one volume: training pairs from the
+// volume's own XY slices and `tune`. The prompted model and its files are in prompted.h.
 //
 //   Backbone bb = load_backbone("models/isoprompt-default.safetensors");
 //   TuneParams p;                       // factor 0 = z-step / xy-pixel from the voxel size
@@ -32,53 +32,11 @@
 #include "isoprompt/model.h"
 #include "isoprompt/ops.h"
 #include "isoprompt/prompt.h"
+#include "isoprompt/prompted.h"
 #include "isoprompt/unet.h"
 #include "isoprompt/volume.h"
 
 namespace isoprompt {
-
-// ---- The prompted model ------------------------------------------------------------
-
-// A frozen backbone plus its prompt modules: one between features() and tail() (Tail),
-// one after each residual Swin stage (Stages), or both. With `with_prompts` false it is
-// the bare backbone (zero-shot, or a fully fine-tuned backbone).
-// Copies are shallow: they share the backbone net and the modules.
-class PromptedModel {
- public:
-  PromptedModel() = default;
-  PromptedModel(Backbone backbone, const PromptConfig& cfg, bool with_prompts = true);
-
-  // x: B×1×H×W normalised slices -> B×1×H×W.
-  at::Tensor forward(const at::Tensor& x);
-  // The backbone's features with the stage modules (if any) applied: B×C×Hp×Wp.
-  at::Tensor features(const at::Tensor& x);
-  // The tail module (if any), then the backbone's tail, cropped to H×W.
-  at::Tensor tail(const at::Tensor& f, int64_t H, int64_t W);
-
-  bool has_prompts() const { return tail_ || !stages_.empty(); }
-  const PromptConfig& config() const { return cfg_; }
-  Backbone& backbone() { return backbone_; }
-  const Backbone& backbone() const { return backbone_; }
-  PromptAttention tail_module() const { return tail_; }          // null unless Tail/Both
-  const std::vector<PromptAttention>& stage_modules() const { return stages_; }
-
-  // Trainable tensors, named "tail.<param>" and "stage<i>.<param>" (see prompt.h).
-  TensorList prompt_state() const;
-  std::vector<at::Tensor> prompt_parameters() const;
-  int64_t prompt_parameter_count() const;
-  // Loads tensors saved by prompt_state(); every module tensor must be present with its
-  // shape. Throws CheckpointError naming `source`.
-  void load_prompt_state(const TensorMap& tensors, const std::string& source);
-
-  void to(torch::Device device);
-  torch::Device device() const;
-
- private:
-  Backbone backbone_;
-  PromptConfig cfg_;
-  PromptAttention tail_{nullptr};
-  std::vector<PromptAttention> stages_;
-};
 
 // ---- Training pairs ----------------------------------------------------------------
 
@@ -136,9 +94,7 @@ class PairSampler {
 // ---- Tuning ------------------------------------------------------------------------
 
 struct TuneParams {
-  // Full: every backbone weight trains (baseline). UNet: CARE's U-Net trains from scratch on
-  // the same pairs (the peer a biologist would pick; no backbone, L1 loss).
-  enum class Mode { Prompt, Full, UNet };
+  using Mode = TuneMode;  // prompted.h
 
   // On the shipped backbone 1,000 steps matched 2,000 within 0.03 dB of held-out PSNR on
   // three stacks the results table does not report, in half the time (docs/method.md,
@@ -195,33 +151,6 @@ double default_tune_lr(TuneParams::Mode mode);
 // mode's default) to that × min_lr_ratio.
 double tune_lr(const TuneParams& p, double progress);
 
-const char* mode_name(TuneParams::Mode m);               // "prompt", "full", "unet"
-TuneParams::Mode parse_tune_mode(const std::string& s);  // throws InputError
-const char* degrade_model_name(DegradeParams::Model m);  // "average", "psf"
-
-// Everything a prompt file records besides the tensors.
-struct PromptInfo {
-  std::string backbone_name, backbone_hash;  // empty for a U-Net
-  TuneParams::Mode mode = TuneParams::Mode::Prompt;
-  double factor = 1.0;
-  DegradeParams degrade;
-  Interp interp = Interp::Keys;  // the backbone was pretrained on Keys-upsampled inputs
-  Normalizer norm;
-  double pmin = 1.0, pmax = 99.8;
-  PromptConfig prompt;    // Prompt mode (written for Full too)
-  UNetConfig unet;        // UNet mode
-  int64_t steps = 0;      // optimiser steps in total (resumed runs add up)
-  int64_t best_step = 0;  // step of the kept state (0 = the untuned start)
-  // dB on the held-out pairs. For a U-Net, zero_shot_psnr is its untrained (random) start.
-  double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;
-  double seconds = 0;
-  std::string version;  // isoprompt version that wrote it
-
-  std::map<std::string, std::string> to_metadata() const;
-  // Throws CheckpointError naming `source` for missing or malformed keys.
-  static PromptInfo from_metadata(const std::map<std::string, std::string>& m,
-                                  const std::string& source);
-};
 
 struct TuneResult {
   PromptedModel model;  // the best state by validation (backbone shared, or tuned copy in Full)
@@ -253,29 +182,8 @@ TuneResult tune(const Volume& vol, const TuneParams& params);
 
 // ---- Prompt files ------------------------------------------------------------------
 
-// Writes the tuned state, atomically: Prompt mode -> safetensors with the module tensors
-// and PromptInfo metadata (kilobytes); Full mode -> a model file (save_backbone) with
-// the same metadata; UNet mode -> safetensors with the U-Net's weights, the metadata and
-// its configuration ("unet_config", JSON).
+// Writes the tuned state, atomically: Prompt and Full modes as save_prompt (prompted.h),
+// UNet mode as save_unet.
 void save_prompt(const std::string& path, const TuneResult& result);
-void save_prompt(const std::string& path, const PromptedModel& model, const PromptInfo& info);
-
-struct LoadedPrompt {
-  PromptedModel model;
-  UNet unet{nullptr};  // a U-Net file (load_unet); `model` is empty then
-  PromptInfo info;
-};
-// Loads a prompt file for `backbone`. Throws CheckpointError when it was tuned for a
-// different backbone: "prompt X was tuned for backbone A (hash …), not B (hash …)".
-// A U-Net file is refused too ("... holds a U-Net (mode unet), which needs no backbone").
-LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone);
-// Loads a U-Net file onto `device`. Throws CheckpointError for a prompt or full file ("X
-// holds a prompt for backbone B, not a U-Net").
-LoadedPrompt load_unet(const std::string& path, torch::Device device = torch::kCPU);
-// The metadata alone (for `info`-style listings); throws CheckpointError.
-PromptInfo read_prompt_info(const std::string& path);
-
-// Backbone identity helper: weights_hash() of the net's parameters.
-std::string backbone_hash(const SwinIR& net);
 
 }  // namespace isoprompt

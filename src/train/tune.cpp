@@ -14,27 +14,9 @@
 
 namespace isoprompt {
 
-const char* mode_name(TuneParams::Mode m) {
-  switch (m) {
-    case TuneParams::Mode::Full:
-      return "full";
-    case TuneParams::Mode::UNet:
-      return "unet";
-    case TuneParams::Mode::Prompt:
-      break;
-  }
-  return "prompt";
-}
-
-TuneParams::Mode parse_tune_mode(const std::string& s) {
-  if (s == "prompt") return TuneParams::Mode::Prompt;
-  if (s == "full") return TuneParams::Mode::Full;
-  if (s == "unet") return TuneParams::Mode::UNet;
-  throw_input("unknown tuning mode '{}' (expected prompt, full or unet)", s);
-}
-
-const char* degrade_model_name(DegradeParams::Model m) {
-  return m == DegradeParams::Psf ? "psf" : "average";
+void save_prompt(const std::string& path, const TuneResult& result) {
+  if (result.info.mode == TuneParams::Mode::UNet) return save_unet(path, result.unet, result.info);
+  save_prompt(path, result.model, result.info);
 }
 
 namespace {

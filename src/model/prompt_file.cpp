@@ -7,7 +7,7 @@
 
 #include "isoprompt/error.h"
 #include "isoprompt/fileutil.h"
-#include "isoprompt/train.h"
+#include "isoprompt/prompted.h"
 
 namespace isoprompt {
 
@@ -69,6 +69,29 @@ torch::Device device_of(const SwinIR& net) {
 
 }  // namespace
 
+const char* mode_name(TuneMode m) {
+  switch (m) {
+    case TuneMode::Full:
+      return "full";
+    case TuneMode::UNet:
+      return "unet";
+    case TuneMode::Prompt:
+      break;
+  }
+  return "prompt";
+}
+
+TuneMode parse_tune_mode(const std::string& s) {
+  if (s == "prompt") return TuneMode::Prompt;
+  if (s == "full") return TuneMode::Full;
+  if (s == "unet") return TuneMode::UNet;
+  throw_input("unknown tuning mode '{}' (expected prompt, full or unet)", s);
+}
+
+const char* degrade_model_name(DegradeParams::Model m) {
+  return m == DegradeParams::Psf ? "psf" : "average";
+}
+
 std::map<std::string, std::string> PromptInfo::to_metadata() const {
   std::map<std::string, std::string> m;
   m["isoprompt_kind"] = mode_name(mode);  // "prompt", "full" or "unet"
@@ -88,7 +111,7 @@ std::map<std::string, std::string> PromptInfo::to_metadata() const {
   m["norm_hi"] = num(norm.hi);
   m["norm_pmin"] = num(pmin);
   m["norm_pmax"] = num(pmax);
-  if (mode == TuneParams::Mode::UNet) {
+  if (mode == TuneMode::UNet) {
     m["unet_config"] = unet.to_json();
   } else {
     m["placement"] = placement_name(prompt.placement);
@@ -116,13 +139,13 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
     p.mode = parse_tune_mode(r.str("mode"));
     p.degrade.model = r.str("degrade") == "psf" ? DegradeParams::Psf : DegradeParams::Average;
     p.interp = interp_from_file(r.str("interp"));
-    if (p.mode != TuneParams::Mode::UNet) p.prompt.placement = parse_placement(r.str("placement"));
+    if (p.mode != TuneMode::UNet) p.prompt.placement = parse_placement(r.str("placement"));
   } catch (const CheckpointError&) {
     throw;
   } catch (const InputError& e) {
     throw CheckpointError(fmt::format("prompt file {}: {}", source, e.what()));
   }
-  if ((kind == "unet") != (p.mode == TuneParams::Mode::UNet))
+  if ((kind == "unet") != (p.mode == TuneMode::UNet))
     throw CheckpointError(fmt::format("prompt file {}: kind '{}' does not match mode '{}'", source,
                                       kind, mode_name(p.mode)));
   p.version = r.str("isoprompt_version");
@@ -141,7 +164,7 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   p.norm.hi = r.real("norm_hi");
   p.pmin = r.real("norm_pmin");
   p.pmax = r.real("norm_pmax");
-  if (p.mode == TuneParams::Mode::UNet) {
+  if (p.mode == TuneMode::UNet) {
     p.unet = UNetConfig::from_json(r.str("unet_config"));
   } else {
     p.prompt.num_prompts = r.integer("num_prompts", 0, 4096);
@@ -159,11 +182,11 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
 
 void save_prompt(const std::string& path, const PromptedModel& model, const PromptInfo& info) {
   check_output_path(path);
-  if (info.mode == TuneParams::Mode::Full) {
+  if (info.mode == TuneMode::Full) {
     save_backbone(path, model.backbone().net, info.to_metadata());
     return;
   }
-  if (info.mode == TuneParams::Mode::UNet)
+  if (info.mode == TuneMode::UNet)
     throw_error("a U-Net is saved from its TuneResult, not from a prompted model");
   if (!model.has_prompts()) throw_error("cannot save a prompt file: the model has no prompt modules");
   TensorList tensors;
@@ -171,15 +194,14 @@ void save_prompt(const std::string& path, const PromptedModel& model, const Prom
   write_safetensors(path, tensors, info.to_metadata());
 }
 
-void save_prompt(const std::string& path, const TuneResult& result) {
-  if (result.info.mode != TuneParams::Mode::UNet)
-    return save_prompt(path, result.model, result.info);
+void save_unet(const std::string& path, const UNet& unet, const PromptInfo& info) {
   check_output_path(path);
-  if (!result.unet) throw_error("cannot save a U-Net file: the result holds no U-Net");
+  if (info.mode != TuneMode::UNet)
+    throw_error("cannot save a {} state as a U-Net file", mode_name(info.mode));
+  if (!unet) throw_error("cannot save a U-Net file: there is no U-Net");
   TensorList tensors;
-  for (const auto& kv : result.unet->weights())
-    tensors.emplace_back(kv.first, kv.second.detach().cpu());
-  write_safetensors(path, tensors, result.info.to_metadata());
+  for (const auto& kv : unet->weights()) tensors.emplace_back(kv.first, kv.second.detach().cpu());
+  write_safetensors(path, tensors, info.to_metadata());
 }
 
 PromptInfo read_prompt_info(const std::string& path) {
@@ -206,14 +228,14 @@ static TensorMap read_prompt_file(const std::string& path, PromptInfo& info) {
 LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
   LoadedPrompt out;
   const TensorMap tensors = read_prompt_file(path, out.info);
-  if (out.info.mode == TuneParams::Mode::UNet)
+  if (out.info.mode == TuneMode::UNet)
     throw CheckpointError(fmt::format(
         "{} holds a U-Net trained from scratch (mode unet), which needs no backbone", path));
   if (out.info.backbone_hash != backbone.hash)
     throw CheckpointError(fmt::format("prompt {} was tuned for backbone {} (hash {}), not {} (hash {})",
                                       path, out.info.backbone_name, short_hash(out.info.backbone_hash),
                                       backbone.name, short_hash(backbone.hash)));
-  if (out.info.mode == TuneParams::Mode::Full) {
+  if (out.info.mode == TuneMode::Full) {
     Backbone tuned = load_backbone(path, device_of(backbone.net));
     out.model = PromptedModel(tuned, out.info.prompt, false);
   } else {
@@ -226,10 +248,10 @@ LoadedPrompt load_prompt(const std::string& path, const Backbone& backbone) {
 LoadedPrompt load_unet(const std::string& path, torch::Device device) {
   LoadedPrompt out;
   const TensorMap tensors = read_prompt_file(path, out.info);
-  if (out.info.mode != TuneParams::Mode::UNet)
+  if (out.info.mode != TuneMode::UNet)
     throw CheckpointError(
         fmt::format("{} holds a {} for backbone {}, not a U-Net (mode unet)", path,
-                    out.info.mode == TuneParams::Mode::Full ? "fully tuned model" : "prompt",
+                    out.info.mode == TuneMode::Full ? "fully tuned model" : "prompt",
                     out.info.backbone_name));
   out.unet = UNet(out.info.unet);
   out.unet->load_weights(tensors, path);

@@ -1,7 +1,7 @@
 #include <torch/torch.h>
 
 #include "isoprompt/error.h"
-#include "isoprompt/train.h"
+#include "isoprompt/prompted.h"
 
 namespace isoprompt {
 
