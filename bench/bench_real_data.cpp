@@ -51,7 +51,7 @@ double since(std::chrono::steady_clock::time_point t) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t).count();
 }
 
-Volume restore(const Volume& lr, double K, PromptedModel& m, const c10::optional<Normalizer>& norm) {
+Volume restore(const Volume& lr, double K, PromptedModel& m, const std::optional<Normalizer>& norm) {
   ReconstructParams rp;
   rp.factor = K;
   rp.interp = backbone_input_interp(m.backbone());  // what the backbone was pretrained on
@@ -151,7 +151,7 @@ int main(int argc, char** argv) {
       if (listed(methods_arg, "zero-shot")) {
         PromptedModel zero(bb, PromptConfig{}, false);
         t0 = std::chrono::steady_clock::now();
-        const Volume zs = restore(lr, c.factor, zero, c10::nullopt);
+        const Volume zs = restore(lr, c.factor, zero, std::nullopt);
         Row z = score(c.id, "zero-shot", gt, zs);
         z.infer_s = since(t0);
         rows.push_back(z);

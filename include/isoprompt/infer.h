@@ -32,10 +32,10 @@
 
 #include <ATen/ATen.h>
 #include <c10/core/Device.h>
-#include <c10/util/Optional.h>
 
 #include <cstdint>
 #include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -166,9 +166,9 @@ struct ReconstructParams {
   c10::Device device = c10::Device(c10::kCPU);
   /// Whole-volume normalisation, computed once (never per tile). Unset = the volume's
   /// 1 and 99.8 percentiles. Unused without a restorer.
-  c10::optional<Normalizer> norm;
+  std::optional<Normalizer> norm;
   /// Output dtype; unset = the input's.
-  c10::optional<DType> out_dtype;
+  std::optional<DType> out_dtype;
   /// Log the factor, voxel size, tiling and a progress bar (via log.h).
   bool verbose = true;
   /// Test-time augmentation: each plane restored as it is and flipped along its lateral

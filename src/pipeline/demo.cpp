@@ -37,7 +37,7 @@ DemoRow score(const std::string& name, const Volume& gt, const Volume& pred, dou
 }
 
 Volume restore_with(const Volume& input, double factor, PromptedModel& model,
-                    const c10::optional<Normalizer>& norm, const c10::Device& device) {
+                    const std::optional<Normalizer>& norm, const c10::Device& device) {
   ReconstructParams rp;
   rp.factor = factor;
   rp.interp = backbone_input_interp(model.backbone());  // what the backbone was pretrained on
@@ -81,7 +81,7 @@ DemoResult run_demo(const DemoParams& p, Backbone& backbone) {
            backbone.config.parameter_count());
   t0 = clock::now();
   PromptedModel zero(backbone, PromptConfig{}, false);
-  res.zero_shot = restore_with(res.input, p.factor, zero, c10::nullopt, p.device);
+  res.zero_shot = restore_with(res.input, p.factor, zero, std::nullopt, p.device);
   res.rows.push_back(score("zero-shot", res.gt, res.zero_shot, seconds_since(t0), 0));
 
   if (p.tune) {

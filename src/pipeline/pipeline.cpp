@@ -217,7 +217,7 @@ void stream_and_write(const RestoreJob& job, InputStack& in, Method method, Reco
 }
 
 void reconstruct_and_write(const RestoreJob& job, InputStack& in, Method method, double k,
-                           Interp interp, Models& models, const c10::optional<Normalizer>& norm,
+                           Interp interp, Models& models, const std::optional<Normalizer>& norm,
                            FileNotes notes, RestoreOutcome& out) {
   ReconstructParams p = recon_params(job, k, interp, in);
   if (in.streamed) {
@@ -485,7 +485,7 @@ RestoreOutcome run_predict(const RestoreJob& job) {
       log_warn("the prompt was trained with {} interpolation, reconstructing with {}",
                interp_name(out.info.interp), interp_name(*job.interp));
   }
-  c10::optional<Normalizer> norm;
+  std::optional<Normalizer> norm;
   // This volume's own percentiles, at the levels the prompt was tuned with.
   if (out.have_info)
     norm = v.normalizer(out.info.pmin, out.info.pmax);
@@ -572,7 +572,7 @@ RestoreOutcome run_restore(const RestoreJob& job) {
                  : resolve_interp("auto", uses_backbone(method) ? &models.backbone : nullptr);
   const TuneParams& base = job.tune_params;
   if (method == Method::Interp) {
-    reconstruct_and_write(job, v, method, k, interp, models, c10::nullopt, {}, out);
+    reconstruct_and_write(job, v, method, k, interp, models, std::nullopt, {}, out);
     finish_input(v, out);
     return out;
   }
@@ -681,7 +681,7 @@ RestoreOutcome run_restore(const RestoreJob& job) {
                                                   "interpolation on held-out pairs",
                                                   method_name(method)));
       out.fell_back = true;
-      reconstruct_and_write(job, v, Method::Interp, k, r.info.interp, models, c10::nullopt,
+      reconstruct_and_write(job, v, Method::Interp, k, r.info.interp, models, std::nullopt,
                             std::move(scores), out);
       finish_input(v, out);
       return out;
