@@ -89,6 +89,7 @@ struct PromptInfo {
   int64_t best_step = 0;  // step of the kept state (0 = the untuned start)
   // dB on the held-out pairs. For a U-Net, zero_shot_psnr is its untrained (random) start.
   double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;
+  bool val_in_sample = false;  // those pairs came from the training planes (a thin stack)
   double seconds = 0;
   std::string version;  // isoprompt version that wrote it
 

@@ -59,6 +59,7 @@ struct ReportInputs {
   /// Tuning curve, as TuneResult has it: (step, validation PSNR dB), (step, training loss).
   std::vector<std::pair<int64_t, double>> val_history, loss_history;
   double zero_shot_psnr = NAN, interp_psnr = NAN;  // reference lines on the curve (dB)
+  bool val_in_sample = false;  // the curve's pairs came from the training planes (thin stack)
   /// Free key/value tables, shown as given.
   std::vector<std::pair<std::string, std::string>> parameters, timings, files;
 };

@@ -49,6 +49,10 @@ struct PairOptions {
   // streamed volume): then pmin/pmax are not used.
   std::optional<Normalizer> norm;
   double val_fraction = 0.1;                 // held-out z-planes (at least one when nz >= 2)
+  // Fewer held-out planes than this: validate on every plane instead (in-sample). One or
+  // two planes misjudged the state to keep on all three thin stacks measured (docs/method.md,
+  // "Validation on thin stacks"); 1 = hold out whatever val_fraction gives.
+  int64_t min_val_planes = 3;
   int64_t crop_min = 64, crop_max = 128;     // square crops, sizes multiples of 8, clamped
   bool flips = true;                         // horizontal and vertical flips (never transposes)
   uint64_t seed = 0;
@@ -70,6 +74,8 @@ class PairSampler {
   const Normalizer& normalizer() const { return norm_; }
   const std::vector<int64_t>& train_planes() const { return train_; }
   const std::vector<int64_t>& val_planes() const { return val_; }
+  // True when validation uses the training planes (no planes held out).
+  bool validation_in_sample() const { return in_sample_; }
   const PairOptions& options() const { return opt_; }
   int64_t max_crop() const { return max_crop_; }
 
@@ -88,6 +94,7 @@ class PairSampler {
   PairOptions opt_;
   Normalizer norm_;
   std::vector<int64_t> train_, val_;
+  bool in_sample_ = false;
   int64_t max_crop_ = 0;
 };
 
@@ -124,6 +131,7 @@ struct TuneParams {
   // (a volume streamed from disk); unset: computed from the planes given.
   std::optional<Normalizer> norm;
   double val_fraction = 0.1;
+  int64_t min_val_planes = 3;  // PairOptions::min_val_planes
   int64_t val_crops = 16;      // validation pairs (crop_max side, clamped)
   int64_t eval_every = 25;     // steps between validations (and at the end)
 

@@ -653,8 +653,11 @@ std::string tuning_section(const ReportInputs& in) {
     l.series.push_back({"loss", kOrange, pts});
     s += "<div>" + svg_plot(l) + "</div>\n";
   }
-  s += "</div>\n<p class=\"note\">Validation PSNR is measured on the stack's own held-out self-supervised pairs "
-       "(lateral slices degraded along one axis), not against a ground truth.</p>\n";
+  s += fmt::format(
+      "</div>\n<p class=\"note\">Validation PSNR is measured on the stack's own {} "
+      "self-supervised pairs (lateral slices degraded along one axis), not against a ground "
+      "truth.</p>\n",
+      in.val_in_sample ? "in-sample (training planes: too few to hold any out)" : "held-out");
   return s + "</section>\n";
 }
 

@@ -124,6 +124,7 @@ std::map<std::string, std::string> PromptInfo::to_metadata() const {
   m["val_psnr"] = num(val_psnr);
   m["zero_shot_psnr"] = num(zero_shot_psnr);
   m["interp_psnr"] = num(interp_psnr);
+  m["validation"] = val_in_sample ? "in-sample" : "held-out";
   m["seconds"] = num(seconds);
   return m;
 }
@@ -176,6 +177,11 @@ PromptInfo PromptInfo::from_metadata(const std::map<std::string, std::string>& m
   p.val_psnr = r.real("val_psnr");
   p.zero_shot_psnr = r.real("zero_shot_psnr");
   p.interp_psnr = r.real("interp_psnr");
+  const std::string validation = r.str_or("validation", "held-out");  // older files: held-out
+  if (validation != "held-out" && validation != "in-sample")
+    throw CheckpointError(fmt::format("prompt file {}: metadata 'validation' is '{}' (expected "
+                                      "held-out or in-sample)", source, validation));
+  p.val_in_sample = validation == "in-sample";
   p.seconds = r.real("seconds");
   return p;
 }

@@ -295,6 +295,7 @@ void write_job_report(const RestoreJob& job, const Volume& input, const Volume& 
   in.val_history = out.val_history;
   in.loss_history = out.loss_history;
   if (out.have_info) {
+    in.val_in_sample = out.info.val_in_sample;
     in.zero_shot_psnr = out.info.zero_shot_psnr;
     in.interp_psnr = out.info.interp_psnr;
   }
@@ -654,8 +655,9 @@ RestoreOutcome run_restore(const RestoreJob& job) {
   log_info("tuned: validation PSNR {} dB ({} {}, {} {}) at step {}", num(r.info.val_psnr),
            start_name(method), num(r.info.zero_shot_psnr), interp_name(r.info.interp),
            num(r.info.interp_psnr), r.info.best_step);
-  // The held-out scores go into the output file, so the result says how it was judged.
+  // The validation scores go into the output file, so the result says how it was judged.
   FileNotes scores = {{"validation_psnr_db", num(r.info.val_psnr)},
+                      {"validation_pairs", validation_kind(r.info)},
                       {method == Method::UNet ? "untrained_psnr_db" : "zero_shot_psnr_db",
                        num(r.info.zero_shot_psnr)},
                       {"interp_psnr_db", fmt::format("{} ({})", num(r.info.interp_psnr),
@@ -664,12 +666,13 @@ RestoreOutcome run_restore(const RestoreJob& job) {
     scores.emplace_back("bank_start",
                         fmt::format("{} ({})", out.bank_choice.ranking.front().name, job.bank));
   if (!model_beats_interpolation(r.info)) {
-    // Never worse than interpolation without saying so: the stack's own held-out pairs are
-    // the only evidence there is without ground truth.
+    // Never worse than interpolation without saying so: the stack's own pairs are the only
+    // evidence there is without ground truth.
     log_warn(
-        "the tuned model is not better than {} interpolation on this stack's held-out pairs ({} dB "
+        "the tuned model is not better than {} interpolation on this stack's {} pairs ({} dB "
         "vs {} dB){}",
-        interp_name(r.info.interp), num(r.info.val_psnr), num(r.info.interp_psnr),
+        interp_name(r.info.interp), validation_kind(r.info), num(r.info.val_psnr),
+        num(r.info.interp_psnr),
         job.fallback_to_interp
             ? ": writing the interpolation instead (--fallback none keeps the model)"
             : ": writing the model's result anyway (--fallback none)");
@@ -678,15 +681,16 @@ RestoreOutcome run_restore(const RestoreJob& job) {
                job.bank);
     if (job.fallback_to_interp) {
       scores.emplace_back("fallback", fmt::format("the tuned {} model was not better than the "
-                                                  "interpolation on held-out pairs",
-                                                  method_name(method)));
+                                                  "interpolation on {} pairs",
+                                                  method_name(method), validation_kind(r.info)));
       out.fell_back = true;
       reconstruct_and_write(job, v, Method::Interp, k, r.info.interp, models, std::nullopt,
                             std::move(scores), out);
       finish_input(v, out);
       return out;
     }
-    scores.emplace_back("warning", "not better than interpolation on held-out pairs");
+    scores.emplace_back("warning", fmt::format("not better than interpolation on {} pairs",
+                                               validation_kind(r.info)));
   }
   if (method == Method::UNet)
     models.unet = r.unet;

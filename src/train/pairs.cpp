@@ -33,6 +33,8 @@ PairSampler::PairSampler(const Volume& vol, const PairOptions& opt) : vol_(vol),
     throw_input("crop sizes must satisfy 1 <= min <= max, got {}-{}", opt.crop_min, opt.crop_max);
   if (!(opt.val_fraction >= 0) || opt.val_fraction >= 1)
     throw_input("validation fraction must be in [0, 1), got {}", opt.val_fraction);
+  if (opt.min_val_planes < 1)
+    throw_input("--min-val-planes must be at least 1, got {}", opt.min_val_planes);
   opt_.degrade.factor = opt.factor;
   validate(opt_.degrade);
   norm_ = opt.norm ? *opt.norm : percentile_normalizer(vol, opt.pmin, opt.pmax);
@@ -42,6 +44,12 @@ PairSampler::PairSampler(const Volume& vol, const PairOptions& opt) : vol_(vol),
   int64_t nv = 0;
   if (nz >= 2 && opt.val_fraction > 0)
     nv = std::clamp<int64_t>(std::llround(opt.val_fraction * nz), 1, nz - 1);
+  if (nv > 0 && nv < opt.min_val_planes) {
+    log_info("only {} of {} planes would be held out (fewer than {}): validating on all of them, "
+             "in-sample (--min-val-planes 1 holds them out anyway)",
+             nv, nz, opt.min_val_planes);
+    nv = 0;
+  }
   std::vector<bool> is_val(static_cast<size_t>(nz), false);
   for (int64_t i = 0; i < nv; ++i) {
     const auto z = static_cast<int64_t>((i + 0.5) * nz / nv);  // evenly spread
@@ -50,7 +58,8 @@ PairSampler::PairSampler(const Volume& vol, const PairOptions& opt) : vol_(vol),
   for (int64_t z = 0; z < nz; ++z) (is_val[static_cast<size_t>(z)] ? val_ : train_).push_back(z);
   if (val_.empty()) {
     val_ = train_;
-    log_warn("volume has a single z-plane: validation uses the training plane");
+    in_sample_ = true;
+    if (nz == 1) log_warn("volume has a single z-plane: validation uses the training plane");
   }
 }
 

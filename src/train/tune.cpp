@@ -113,6 +113,7 @@ PairOptions pair_options(const TuneParams& params, double factor) {
   po.pmax = params.pmax;
   po.norm = params.norm;
   po.val_fraction = params.val_fraction;
+  po.min_val_planes = params.min_val_planes;
   po.crop_min = params.crop_min;
   po.crop_max = params.crop_max;
   po.seed = params.seed;
@@ -131,7 +132,16 @@ PromptInfo pair_info(const TuneParams& params, double factor, const PairSampler&
   info.pmin = params.pmin;
   info.pmax = params.pmax;
   info.version = ISOPROMPT_VERSION;
+  info.val_in_sample = sampler.validation_in_sample();
   return info;
+}
+
+// "12 training / 3 validation planes", or "15 planes, validated in-sample".
+std::string planes_text(const PairSampler& sampler) {
+  if (sampler.validation_in_sample())
+    return fmt::format("{} planes, validated in-sample", sampler.train_planes().size());
+  return fmt::format("{} training / {} validation planes", sampler.train_planes().size(),
+                     sampler.val_planes().size());
 }
 
 // One mode's part of the optimisation loop that every mode shares.
@@ -350,10 +360,9 @@ TuneResult tune(const Volume& vol, Backbone& backbone, const TuneParams& params)
   int64_t n_trainable = 0;
   for (auto& t : trainable) n_trainable += t.numel();
   const int64_t n_backbone = backbone.net->config().parameter_count();
-  log_info("tuning {} parameters ({:.2f}% of the backbone's {}), K = {}, {} training / {} "
-           "validation planes",
-           n_trainable, 100.0 * n_trainable / std::max<int64_t>(1, n_backbone), n_backbone, factor,
-           sampler.train_planes().size(), sampler.val_planes().size());
+  log_info("tuning {} parameters ({:.2f}% of the backbone's {}), K = {}, {}", n_trainable,
+           100.0 * n_trainable / std::max<int64_t>(1, n_backbone), n_backbone, factor,
+           planes_text(sampler));
 
   if (!full && 10 * n_trainable > n_backbone)
     log_warn("the prompt has {} parameters, over 10% of the backbone's {}: consider fewer "
@@ -513,10 +522,9 @@ TuneResult tune(const Volume& vol, const TuneParams& params) {
   net->to(dev);
   log_info(
       "training a U-Net from scratch: {} parameters (depth {}, {} first filters, {}x{} "
-      "kernels{}), K = {}, {} training / {} validation planes",
+      "kernels{}), K = {}, {}",
       uc.parameter_count(), uc.depth, uc.filters, uc.kernel, uc.kernel,
-      uc.residual ? ", residual" : "", factor, sampler.train_planes().size(),
-      sampler.val_planes().size());
+      uc.residual ? ", residual" : "", factor, planes_text(sampler));
 
   PairBatch val = sampler.validation(params.val_crops, sampler.max_crop(), params.seed);
   val.input = val.input.to(dev);

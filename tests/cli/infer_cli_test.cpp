@@ -156,9 +156,11 @@ TEST(RestoreCli, TuneThenPredictWithThePrompt) {
   EXPECT_NE(r.err.find("holds a prompt model, not --mode full"), std::string::npos) << r.err;
 }
 
-// A model that is not better than interpolation on the stack's own held-out pairs is reported,
-// and restore writes the interpolation instead: an identity-initialised backbone returns its
-// input exactly, so its held-out PSNR equals the interpolation's and the fallback must trigger.
+// A model that is not better than interpolation on the stack's own pairs is reported, and
+// restore writes the interpolation instead: an identity-initialised backbone returns its
+// input exactly, so its validation PSNR equals the interpolation's and the fallback must
+// trigger. 8 planes would hold out 1: too few, so the pairs are in-sample unless
+// --min-val-planes 1 holds it out; the log and the file say which.
 TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   TempDir d;
   SwinIR net(test::tiny_swin_config());
@@ -170,7 +172,7 @@ TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(
       r.err.find(
-          "the tuned model is not better than linear interpolation on this stack's held-out pairs"),
+          "the tuned model is not better than linear interpolation on this stack's in-sample pairs"),
       std::string::npos)
       << r.err;
   EXPECT_NE(r.err.find("writing the interpolation instead"), std::string::npos) << r.err;
@@ -183,14 +185,16 @@ TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.out.find("method       interp\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("fallback     the tuned prompt model was not better than the interpolation "
-                       "on held-out pairs\n"),
+                       "on in-sample pairs\n"),
             std::string::npos)
       << r.out;
+  EXPECT_NE(r.out.find("validation_pairs in-sample\n"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("interp_psnr_db "), std::string::npos) << r.out;
   // --fallback none keeps the model's result (identity on linear input: the same voxels here,
   // so only the log tells them apart).
   r = run_cli({"restore", d.file("in.tif"), "-o", d.file("m.tif"), "--backbone",
-               d.file("id.safetensors"), "--steps", "0", "--crop", "32", "--fallback", "none"});
+               d.file("id.safetensors"), "--steps", "0", "--crop", "32", "--fallback", "none",
+               "--min-val-planes", "1"});
   ASSERT_EQ(r.exit_code, 0) << r.err;
   EXPECT_NE(r.err.find("writing the model's result anyway"), std::string::npos) << r.err;
   EXPECT_NE(r.out.find("mode prompt"), std::string::npos) << r.out;
@@ -198,6 +202,9 @@ TEST(RestoreCli, FallsBackToInterpolationWhenTheModelIsNotBetter) {
   read_volume(d.file("m.tif"), {}, &mi);
   ASSERT_GE(mi.notes.size(), 3u);
   EXPECT_EQ(mi.notes[0], (std::pair<std::string, std::string>{"method", "prompt"}));
+  EXPECT_NE(std::find(mi.notes.begin(), mi.notes.end(),
+                      std::pair<std::string, std::string>{"validation_pairs", "held-out"}),
+            mi.notes.end());
   EXPECT_EQ(mi.notes.back(), (std::pair<std::string, std::string>{
                                  "warning", "not better than interpolation on held-out pairs"}));
   r = run_cli({"restore", d.file("in.tif"), "-o", d.file("x.tif"), "--fallback", "cubic"});

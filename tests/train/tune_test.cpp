@@ -221,7 +221,9 @@ TEST(Pairs, HoldOutTenPercentOfThePlanesAndSampleSeeded) {
   o.factor = 4;
   o.crop_min = 16;
   o.crop_max = 24;
+  o.min_val_planes = 1;  // 2 held out: fewer than the default minimum
   PairSampler s(v, o);
+  EXPECT_FALSE(s.validation_in_sample());
   EXPECT_EQ(s.val_planes(), (std::vector<int64_t>{5, 15}));
   EXPECT_EQ(s.train_planes().size(), 18u);
   for (int64_t z : s.val_planes())
@@ -232,6 +234,24 @@ TEST(Pairs, HoldOutTenPercentOfThePlanesAndSampleSeeded) {
   const int64_t side = pa.input.size(2);
   EXPECT_TRUE(side == 16 || side == 24) << side;
   EXPECT_THROW(PairSampler(v, [] { PairOptions p; p.factor = 0.5; return p; }()), InputError);
+}
+
+// Fewer held-out planes than min_val_planes (default 3): every plane trains and validates.
+TEST(Pairs, AThinStackValidatesInSample) {
+  PairOptions o;
+  o.factor = 4;
+  o.crop_min = o.crop_max = 16;
+  const PairSampler thin(synthetic_volume(20, 16, 16, 1), o);  // 10% of 20 = 2 planes
+  EXPECT_TRUE(thin.validation_in_sample());
+  EXPECT_EQ(thin.train_planes().size(), 20u);
+  EXPECT_EQ(thin.val_planes(), thin.train_planes());
+  const PairSampler thick(synthetic_volume(30, 16, 16, 1), o);  // 3 planes: held out
+  EXPECT_FALSE(thick.validation_in_sample());
+  EXPECT_EQ(thick.val_planes(), (std::vector<int64_t>{5, 15, 25}));
+  EXPECT_EQ(thick.train_planes().size(), 27u);
+  o.min_val_planes = 0;
+  EXPECT_EQ(test::input_error_of([&] { PairSampler(synthetic_volume(4, 16, 16, 1), o); }),
+            "--min-val-planes must be at least 1, got 0");
 }
 
 TEST(Tune, OnlyThePromptChangesAndTheFileRoundTrips) {
@@ -256,6 +276,9 @@ TEST(Tune, OnlyThePromptChangesAndTheFileRoundTrips) {
   save_prompt(path, r);
   LoadedPrompt lp = load_prompt(path, bb);
   EXPECT_EQ(lp.info.to_metadata(), r.info.to_metadata());
+  EXPECT_TRUE(r.info.val_in_sample);  // 10 planes would hold out 1
+  EXPECT_TRUE(lp.info.val_in_sample);
+  EXPECT_EQ(lp.info.to_metadata().at("validation"), "in-sample");
   const TensorList a = r.model.prompt_state(), b = lp.model.prompt_state();
   ASSERT_EQ(a.size(), b.size());
   for (size_t i = 0; i < a.size(); ++i) {
