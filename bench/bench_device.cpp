@@ -86,6 +86,7 @@ double phantom_psnr(SwinIR& net, const c10::Device& dev) {
   po.interp = Interp::BSpline3;  // the shipped backbone's input
   po.pmin = 0;
   po.pmax = 100;
+  po.val_fraction = 0;  // pair_at only: no planes to hold out
   const PairSampler s(vol, po);
   torch::NoGradGuard ng;
   double sum = 0;
