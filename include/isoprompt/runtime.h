@@ -5,6 +5,10 @@
 
 namespace isoprompt {
 
+// Bytes in a MiB and a GiB: memory budgets (--max-memory, in GB) and the sizes logs print.
+inline constexpr double kMiB = 1024.0 * 1024.0;
+inline constexpr double kGiB = 1024.0 * kMiB;
+
 // Sets OpenMP and LibTorch intra-op threads. n <= 0 means all cores.
 // LibTorch defaults to 1 thread on some VMs, so the CLI always calls this.
 void set_threads(int n);

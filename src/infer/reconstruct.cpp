@@ -38,8 +38,6 @@ namespace isoprompt {
 
 namespace {
 
-constexpr double kMiB = 1024.0 * 1024.0;
-constexpr double kGiB = 1024.0 * kMiB;
 // On CPU a forward pass of 2^17 pixels already keeps every core busy; larger batches
 // only delay Ctrl-C (it is honoured between forward passes).
 constexpr int64_t kCpuBatchPixels = int64_t(1) << 17;

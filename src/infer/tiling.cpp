@@ -16,7 +16,6 @@ namespace isoprompt {
 namespace {
 
 constexpr double kPi = 3.14159265358979323846;
-constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 constexpr int64_t kMinTile = 16;       // smallest tile a user may ask for
 constexpr int64_t kMinAutoTile = 64;   // automatic tiles below this mean the budget is too small
 constexpr int64_t kAutoOverlap = 32;

@@ -24,8 +24,6 @@ namespace isoprompt {
 
 namespace {
 
-constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
-
 std::string num(double v) {
   return fmt::format("{:.6g}", v);
 }

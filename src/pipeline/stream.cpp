@@ -29,7 +29,6 @@ namespace stream {
 
 namespace {
 
-constexpr double kGiB = 1024.0 * 1024.0 * 1024.0;
 // Reading and writing passes show progress above this size (as read_volume and write_volume).
 constexpr double kShowProgressBytes = 256.0 * 1024 * 1024;
 
