@@ -117,6 +117,8 @@ run() {
       return 1
     }
     cmake_args+=(-DCMAKE_CUDA_ARCHITECTURES=90 -DTORCH_CUDA_ARCH_LIST=9.0)
+    # Torch's CMake files look for the CUDA toolkit through nvcc.
+    [[ -x /usr/local/cuda/bin/nvcc ]] && export PATH="/usr/local/cuda/bin:$PATH" CUDACXX=/usr/local/cuda/bin/nvcc
   fi
   # The .debs, when prepared, serve the CPU dry run too: it then checks the prefix.
   if compgen -G "$dev/debs/*.deb" >/dev/null; then
