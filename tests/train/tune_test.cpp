@@ -254,6 +254,22 @@ TEST(Pairs, AThinStackValidatesInSample) {
             "--min-val-planes must be at least 1, got 0");
 }
 
+// The automatic minimum: a prompt on a thin stack validates in-sample, full fine-tuning
+// (which can memorise its planes) keeps the planes held out, and an explicit value wins.
+TEST(Tune, ThinStacksJudgeAPromptInSampleAndFullFineTuningHeldOut) {
+  Backbone bb = tiny_backbone(4);
+  const Volume v = synthetic_volume(20, 32, 32, 1);  // 10%: 2 planes
+  TuneParams p = small_params(1);
+  EXPECT_TRUE(tune(v, bb, p).info.val_in_sample);
+  p.min_val_planes = 1;
+  EXPECT_FALSE(tune(v, bb, p).info.val_in_sample);
+  p.min_val_planes = 0;
+  p.mode = TuneParams::Mode::Full;
+  EXPECT_FALSE(tune(v, bb, p).info.val_in_sample);
+  p.min_val_planes = 3;
+  EXPECT_TRUE(tune(v, bb, p).info.val_in_sample);
+}
+
 TEST(Tune, OnlyThePromptChangesAndTheFileRoundTrips) {
   set_threads(1);
   Backbone bb = tiny_backbone(4);

@@ -110,8 +110,9 @@ void add_tune_flags(CLI::App* c, TuneParams& p, TuneFlags& f, const std::string&
   c->add_option("--val-fraction", p.val_fraction, "fraction of z-planes held out for validation")
       ->capture_default_str();
   c->add_option("--min-val-planes", p.min_val_planes,
-                "hold out at least this many planes, else validate on all of them (in-sample)")
-      ->check(CLI::Range(int64_t(1), int64_t(1) << 20))
+                "hold out at least this many planes, else validate on all of them (in-sample); "
+                "0 = 3 for a prompt, 1 for --mode full and unet")
+      ->check(CLI::Range(int64_t(0), int64_t(1) << 20))
       ->capture_default_str();
   c->add_option("--time-budget", p.time_budget_s, "stop tuning after this many seconds (0 = no limit)")
       ->capture_default_str()
