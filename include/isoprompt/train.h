@@ -133,7 +133,8 @@ struct TuneParams {
   double val_fraction = 0.1;
   // PairOptions::min_val_planes; 0 = auto: 3 for a prompt, 1 (hold out whatever
   // val_fraction gives) for full fine-tuning and the U-Net, which can memorise their
-  // training planes: judged in-sample on cells3d they lost 0.15 and 0.29 dB (docs/method.md).
+  // training planes: judged in-sample on cells3d the U-Net kept step 800 instead of 200 and
+  // lost 0.27 dB against the ground truth (docs/method.md).
   int64_t min_val_planes = 0;
   int64_t val_crops = 16;      // validation pairs (crop_max side, clamped)
   int64_t eval_every = 25;     // steps between validations (and at the end)
