@@ -143,7 +143,7 @@ run() {
   echo "== configure: ok"
   step build 420 cmake --build "$build" -j "$jobs" --target isoprompt test_model bench_device 2>&1 | tail -40
   [[ -x $build/isoprompt ]] || { echo "- build failed (log.txt)" >>"$summary"; return 1; }
-  grep -m1 'Torch' "$build/CMakeCache.txt" | sed 's/^/- /' >>"$summary"
+  grep -m1 '^Torch_DIR' "$build/CMakeCache.txt" | sed 's/^/- /' >>"$summary"
 
   {
     echo
