@@ -87,7 +87,8 @@ struct PromptInfo {
   UNetConfig unet;        // UNet mode
   int64_t steps = 0;      // optimiser steps in total (resumed runs add up)
   int64_t best_step = 0;  // step of the kept state (0 = the untuned start)
-  // dB on the held-out pairs. For a U-Net, zero_shot_psnr is its untrained (random) start.
+  // dB on the validation pairs (held-out planes, or every plane when val_in_sample). For a
+  // U-Net, zero_shot_psnr is its untrained (random) start.
   double val_psnr = 0, zero_shot_psnr = 0, interp_psnr = 0;
   bool val_in_sample = false;  // those pairs came from the training planes (a thin stack)
   double seconds = 0;
@@ -98,6 +99,10 @@ struct PromptInfo {
   static PromptInfo from_metadata(const std::map<std::string, std::string>& m,
                                   const std::string& source);
 };
+
+// Which pairs judged a tuning: "held-out" or "in-sample" (a stack too thin to hold planes
+// out); the prompt file's "validation" metadata says the same.
+const char* validation_kind(const PromptInfo& info);
 
 // ---- Prompt files ------------------------------------------------------------------
 

@@ -22,8 +22,6 @@ Interp resolve_interp(const std::string& flag, const Backbone* backbone);
 // True when a tuned model beat the network's input interpolation by at least 0.01 dB on the
 // stack's own held-out self-supervised pairs (restore writes the interpolation otherwise).
 bool model_beats_interpolation(const PromptInfo& info);
-// Which pairs judged a tuning: "held-out" or "in-sample" (a stack too thin to hold planes out).
-const char* validation_kind(const PromptInfo& info);
 
 // Memory model of a SwinIR-family backbone for automatic tiling: its activations per pixel
 // (widest stage) and its weights.

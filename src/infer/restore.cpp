@@ -22,10 +22,6 @@ bool model_beats_interpolation(const PromptInfo& info) {
   return std::isfinite(info.val_psnr) && info.val_psnr >= info.interp_psnr + kMinGainDb;
 }
 
-const char* validation_kind(const PromptInfo& info) {
-  return info.val_in_sample ? "in-sample" : "held-out";
-}
-
 RestorerCost swin_cost(const SwinConfig& config) {
   int64_t heads = 1;
   for (int64_t h : config.num_heads) heads = std::max(heads, h);

@@ -92,6 +92,10 @@ const char* degrade_model_name(DegradeParams::Model m) {
   return m == DegradeParams::Psf ? "psf" : "average";
 }
 
+const char* validation_kind(const PromptInfo& info) {
+  return info.val_in_sample ? "in-sample" : "held-out";
+}
+
 std::map<std::string, std::string> PromptInfo::to_metadata() const {
   std::map<std::string, std::string> m;
   m["isoprompt_kind"] = mode_name(mode);  // "prompt", "full" or "unet"
@@ -124,7 +128,7 @@ std::map<std::string, std::string> PromptInfo::to_metadata() const {
   m["val_psnr"] = num(val_psnr);
   m["zero_shot_psnr"] = num(zero_shot_psnr);
   m["interp_psnr"] = num(interp_psnr);
-  m["validation"] = val_in_sample ? "in-sample" : "held-out";
+  m["validation"] = validation_kind(*this);
   m["seconds"] = num(seconds);
   return m;
 }
@@ -193,7 +197,7 @@ void save_prompt(const std::string& path, const PromptedModel& model, const Prom
     return;
   }
   if (info.mode == TuneMode::UNet)
-    throw_error("a U-Net is saved from its TuneResult, not from a prompted model");
+    throw_error("a U-Net is saved with save_unet, not from a prompted model");
   if (!model.has_prompts()) throw_error("cannot save a prompt file: the model has no prompt modules");
   TensorList tensors;
   for (const auto& kv : model.prompt_state()) tensors.emplace_back(kv.first, kv.second.detach().cpu());

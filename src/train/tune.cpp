@@ -116,7 +116,7 @@ PairOptions pair_options(const TuneParams& params, double factor) {
   // A prompt (about 22,000 parameters) cannot memorise the planes it trains on, so a thin
   // stack judges it in-sample; full fine-tuning and a U-Net can, so they keep held-out planes.
   po.min_val_planes = params.min_val_planes > 0             ? params.min_val_planes
-                      : params.mode == TuneParams::Mode::Prompt ? 3
+                      : params.mode == TuneParams::Mode::Prompt ? PairOptions{}.min_val_planes
                                                                 : 1;
   po.crop_min = params.crop_min;
   po.crop_max = params.crop_max;
